@@ -1,0 +1,172 @@
+"""JSON Lines manifests, compatible with NeMo's ASR manifests.
+
+Each line is an object with ``audio_filepath`` (absolute, or relative to the manifest's folder),
+``duration`` (seconds) and ``text``; optionally ``offset`` (seconds), ``id`` and ``speaker``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from asr_s2s.errors import ManifestError
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One manifest entry with its audio path resolved."""
+
+    id: str
+    audio_filepath: Path
+    duration: float
+    text: str
+    offset: float = 0.0
+    speaker: str | None = None
+
+    def to_json(self, base_dir: Path | None = None) -> dict[str, Any]:
+        """The manifest record; paths are written relative to ``base_dir`` when they lie under it."""
+        path = self.audio_filepath
+        if base_dir is not None:
+            try:
+                path = path.relative_to(base_dir.resolve())
+            except ValueError:
+                pass
+        record: dict[str, Any] = {
+            "id": self.id,
+            "audio_filepath": str(path),
+            "duration": round(self.duration, 4),
+            "text": self.text,
+        }
+        if self.offset:
+            record["offset"] = round(self.offset, 4)
+        if self.speaker is not None:
+            record["speaker"] = self.speaker
+        return record
+
+
+def parse_line(line: str, base_dir: Path, path: str | Path = "<manifest>", lineno: int | None = None) -> Utterance:
+    """Validate one manifest line and return its :class:`Utterance`; raise :class:`ManifestError`."""
+
+    def fail(reason: str) -> ManifestError:
+        return ManifestError(path, reason, lineno)
+
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise fail(f"invalid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(record, dict):
+        raise fail("expected a JSON object")
+    for key in ("audio_filepath", "duration", "text"):
+        if key not in record:
+            raise fail(f"missing field '{key}'")
+    audio = record["audio_filepath"]
+    if not isinstance(audio, str) or not audio.strip():
+        raise fail("'audio_filepath' must be a non-empty string")
+    text = record["text"]
+    if not isinstance(text, str):
+        raise fail("'text' must be a string")
+    duration = _number(record["duration"], "duration", fail)
+    if duration <= 0:
+        raise fail(f"'duration' must be positive, got {duration}")
+    offset = _number(record.get("offset", 0.0), "offset", fail)
+    if offset < 0:
+        raise fail(f"'offset' must not be negative, got {offset}")
+    audio_path = Path(audio)
+    if not audio_path.is_absolute():
+        audio_path = base_dir / audio_path
+    utt_id = record.get("id")
+    if utt_id is None:
+        utt_id = audio_path.stem if not offset else f"{audio_path.stem}-{offset:.2f}"
+    if not isinstance(utt_id, str | int) or str(utt_id) == "":
+        raise fail("'id' must be a non-empty string")
+    speaker = record.get("speaker")
+    return Utterance(
+        id=str(utt_id),
+        audio_filepath=audio_path,
+        duration=duration,
+        text=text,
+        offset=offset,
+        speaker=None if speaker is None else str(speaker),
+    )
+
+
+def _number(value: Any, name: str, fail: Callable[[str], ManifestError]) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail(f"'{name}' must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise fail(f"'{name}' must be finite, got {value!r}")
+    return float(value)
+
+
+def iter_manifest(
+    path: str | Path,
+    on_error: Callable[[ManifestError], None] | None = None,
+) -> Iterator[Utterance]:
+    """Stream the utterances of a manifest, one line at a time.
+
+    A malformed line raises :class:`ManifestError` naming ``file:line``, unless ``on_error`` is
+    given: then it is called with the error and the line is skipped. Blank lines are ignored;
+    duplicate ids are errors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(path, "no such manifest file" if not path.exists() else "not a file")
+    base_dir = path.resolve().parent
+    seen: set[str] = set()
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise ManifestError(path, f"not valid UTF-8 (byte {err.start})", lineno) from None
+                if not line.strip():
+                    continue
+                utt = parse_line(line, base_dir, path, lineno)
+                if utt.id in seen:
+                    raise ManifestError(path, f"duplicate id '{utt.id}'", lineno)
+                seen.add(utt.id)
+            except ManifestError as err:
+                if on_error is None:
+                    raise
+                on_error(err)
+                continue
+            yield utt
+
+
+def read_manifest(
+    path: str | Path, on_error: Callable[[ManifestError], None] | None = None
+) -> list[Utterance]:
+    """All utterances of a manifest; an empty manifest is an error."""
+    utts = list(iter_manifest(path, on_error))
+    if not utts:
+        raise ManifestError(path, "manifest has no utterances")
+    return utts
+
+
+def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative: bool = False) -> int:
+    """Write a manifest atomically; returns the number of lines.
+
+    With ``relative`` the audio paths are stored relative to the manifest's folder when possible.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base_dir = path.parent if relative else None
+    count = 0
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for utt in utterances:
+                handle.write(json.dumps(utt.to_json(base_dir), ensure_ascii=False) + "\n")
+                count += 1
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
