@@ -50,7 +50,9 @@ class Utterance:
         return record
 
 
-def parse_line(line: str, base_dir: Path, path: str | Path = "<manifest>", lineno: int | None = None) -> Utterance:
+def parse_line(
+    line: str, base_dir: Path, path: str | Path = "<manifest>", lineno: int | None = None
+) -> Utterance:
     """Validate one manifest line and return its :class:`Utterance`; raise :class:`ManifestError`."""
 
     def fail(reason: str) -> ManifestError:

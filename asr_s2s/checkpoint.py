@@ -1,0 +1,179 @@
+"""Checkpoints and model bundles: one file each, written atomically, validated on load."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from asr_s2s.config import Config
+from asr_s2s.errors import AsrError, CheckpointError
+from asr_s2s.model import Seq2Seq
+from asr_s2s.text import Vocabulary
+
+FORMAT_VERSION = 1
+KINDS = ("checkpoint", "model")
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash at any moment leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise CheckpointError(path, f"cannot write ({err.strerror or err})") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(path, f"cannot write ({err.strerror or err})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and validate a checkpoint or model file; raises :class:`CheckpointError` naming the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(path, "no such file")
+    if not path.is_file():
+        raise CheckpointError(path, "not a file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt archives
+        reason = "truncated or corrupt file" if path.stat().st_size else "empty file (0 bytes)"
+        raise CheckpointError(
+            path, f"not a readable asr-s2s model ({reason}: {type(err).__name__})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("kind") not in KINDS:
+        raise CheckpointError(path, "not an asr-s2s model or checkpoint")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            path, f"format version {version} is not supported (this asr-s2s reads version {FORMAT_VERSION})"
+        )
+    return payload
+
+
+@dataclass
+class ModelBundle:
+    """A ready model with everything needed to run it."""
+
+    model: Seq2Seq
+    config: Config
+    vocab: Vocabulary
+
+
+def bundle_payload(model: Seq2Seq, config: Config, vocab: Vocabulary, kind: str = "model") -> dict[str, Any]:
+    """Weights, configs, vocabulary and normalization statistics (inside the weights) as plain data."""
+    return {
+        "kind": kind,
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "vocab": list(vocab.tokens),
+        "n_mels": model.n_mels,
+        "ctc": model.ctc_head is not None,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
+def bundle_from_payload(payload: dict[str, Any], path: str | Path = "<model>") -> ModelBundle:
+    """Rebuild the model from a payload read by :func:`load_file`."""
+    try:
+        config = Config.from_dict(payload["config"], str(path))
+        vocab = Vocabulary(tuple(payload["vocab"]))
+        model = Seq2Seq(config.model, int(payload["n_mels"]), len(vocab), ctc=bool(payload.get("ctc")))
+        model.load_state_dict(payload["model"])
+    except (KeyError, ValueError, RuntimeError, AsrError) as err:
+        raise CheckpointError(path, f"inconsistent model file ({str(err).splitlines()[0]})") from None
+    model.eval()
+    return ModelBundle(model, config, vocab)
+
+
+def save_model(path: str | Path, model: Seq2Seq, config: Config, vocab: Vocabulary) -> None:
+    """Write a one-file model bundle (no optimizer state)."""
+    atomic_save(bundle_payload(model, config, vocab), path)
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
+    """Load a model bundle or a training checkpoint as a ready-to-run model."""
+    bundle = bundle_from_payload(load_file(path), path)
+    bundle.model.to(device)
+    return bundle
+
+
+def rng_state() -> dict[str, Any]:
+    """The RNG states of Python, NumPy and torch (CPU and CUDA), as tensors and plain values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    random.setstate(_tuples(state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(value: Any) -> Any:
+    # torch.load returns lists where random.setstate needs tuples.
+    if isinstance(value, list | tuple):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the model weights of several checkpoints or bundles."""
+    total: dict[str, torch.Tensor] = {}
+    for path in paths:
+        weights = load_file(path)["model"]
+        for key, value in weights.items():
+            if key in total:
+                total[key] += value.double()
+            else:
+                total[key] = value.double().clone()
+    first = load_file(paths[0])["model"]
+    return {k: (v / len(paths)).to(first[k].dtype) for k, v in total.items()}

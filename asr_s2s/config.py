@@ -1,0 +1,251 @@
+"""Typed configuration: features, model, training and decoding; YAML files plus dotted overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from asr_s2s.errors import ConfigError
+
+
+@dataclass
+class FeatureConfig:
+    """Log-mel front end and SpecAugment."""
+
+    sample_rate: int = 16000
+    n_mels: int = 80
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_fft: int = 512
+    log_floor: float = 1e-6
+    freq_masks: int = 2
+    freq_mask_width: int = 15
+    time_masks: int = 2
+    time_mask_width: int = 20
+
+    @property
+    def win_length(self) -> int:
+        return int(round(self.sample_rate * self.win_ms / 1000))
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000))
+
+
+@dataclass
+class ModelConfig:
+    """Encoder, bridge and decoder sizes."""
+
+    stack_frames: int = 3
+    encoder_hidden: int = 256
+    encoder_layers: int = 3
+    bidirectional: bool = True
+    encoder_dropout: float = 0.1
+    reverse_input: bool = False
+    embedding_dim: int = 64
+    decoder_hidden: int = 256
+    decoder_layers: int = 2
+    decoder_dropout: float = 0.1
+    attention: str = "none"
+    attention_dim: int = 128
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, batching and the training aids."""
+
+    seed: int = 0
+    epochs: int = 10
+    max_steps: int = 0
+    max_frames: int = 20000
+    max_duration: float = 30.0
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 200
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 5.0
+    label_smoothing: float = 0.1
+    ctc_weight: float = 0.3
+    spec_augment: bool = True
+    curriculum_epochs: int = 0
+    curriculum_max_words: int = 2
+    scheduled_sampling: float = 0.0
+    cache_features: bool = True
+    num_workers: int = 0
+    amp: bool = True
+    log_every: int = 20
+    checkpoint_every: int = 200
+    average_best: int = 0
+    max_bad_steps: int = 20
+    dev_max_utts: int = 0
+
+
+@dataclass
+class DecodeConfig:
+    """Search settings."""
+
+    beam_size: int = 1
+    length_penalty: float = 1.0
+    max_len_ratio: float = 1.0
+    max_len_offset: int = 10
+    batch_size: int = 32
+
+
+@dataclass
+class Config:
+    """Every setting of an experiment; stored inside each checkpoint."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<config>") -> Config:
+        """Build a config from nested plain values; unknown keys are errors, missing keys take defaults."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+        config = cls()
+        for section, values in data.items():
+            if section not in _section_names():
+                raise ConfigError(
+                    f"{source}: unknown section '{section}' (expected {', '.join(_section_names())})"
+                )
+            if values is None:
+                continue
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: section '{section}' must be a mapping")
+            for key, value in values.items():
+                _assign(config, f"{section}.{key}", value, source)
+        return config
+
+
+def _section_names() -> list[str]:
+    return [f.name for f in fields(Config)]
+
+
+def _field_type(obj: Any, name: str) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    return hints[name]
+
+
+def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
+    """Convert ``value`` (from YAML or a command-line string) to the field's declared type."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        kind = args[0]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{source}: '{key}' expects true or false, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{source}: '{key}' expects a number, got {value!r}")
+        try:
+            number = float(value) if isinstance(value, str) else value
+            if kind is int:
+                if float(number) != int(float(number)):
+                    raise ValueError
+                return int(float(number))
+            return float(number)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: '{key}' expects {kind.__name__}, got {value!r}") from None
+    if kind is str:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{source}: '{key}' expects a string, got {value!r}")
+    return value
+
+
+def _assign(config: Config, key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"{source}: '{key}' must be section.name, e.g. model.encoder_layers")
+    section, name = parts
+    if section not in _section_names():
+        raise ConfigError(f"{source}: unknown section '{section}' in '{key}'")
+    target = getattr(config, section)
+    if name not in {f.name for f in fields(target)}:
+        raise ConfigError(f"{source}: unknown option '{key}'")
+    setattr(target, name, _coerce(value, _field_type(target, name), key, source))
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply ``section.name=value`` strings (values parsed as YAML scalars), returning a new config."""
+    config = dataclasses.replace(
+        config, **{f.name: dataclasses.replace(getattr(config, f.name)) for f in fields(config)}
+    )
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.name=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        _assign(config, key.strip(), value, "--set")
+    validate(config)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    if path is None:
+        config = Config()
+    else:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+        config = Config.from_dict(data, str(path))
+    return apply_overrides(config, overrides or [])
+
+
+def validate(config: Config) -> None:
+    """Reject values that cannot work, with the option's name."""
+    m, t, f = config.model, config.train, config.features
+    checks = [
+        (
+            m.attention in ("none", "additive", "location"),
+            "model.attention must be none, additive or location",
+        ),
+        (m.stack_frames >= 1, "model.stack_frames must be >= 1"),
+        (m.encoder_layers >= 1 and m.decoder_layers >= 1, "model layers must be >= 1"),
+        (
+            t.schedule in ("cosine", "noam", "plateau", "constant"),
+            "train.schedule must be cosine, noam, plateau or constant",
+        ),
+        (0.0 <= t.ctc_weight < 1.0, "train.ctc_weight must be in [0, 1)"),
+        (0.0 <= t.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
+        (f.n_mels > 0 and f.sample_rate > 0, "features.n_mels and features.sample_rate must be positive"),
+        (f.win_length <= f.n_fft, "features.win_ms is longer than features.n_fft samples"),
+        (config.decode.beam_size >= 1, "decode.beam_size must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the config as YAML (plain values only)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

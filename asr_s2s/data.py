@@ -1,0 +1,247 @@
+"""Datasets, padding collate and the length-bucketed, frame-capped batch sampler."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from asr_s2s.audio import load_audio
+from asr_s2s.errors import AsrError
+from asr_s2s.features import LogMel
+from asr_s2s.manifest import Utterance
+from asr_s2s.text import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    """One loaded utterance: ``feats`` ``(frames, n_mels)``, ``tokens`` ``(chars,)``; or an error."""
+
+    index: int
+    id: str
+    feats: torch.Tensor | None = None
+    tokens: torch.Tensor | None = None
+    error: str | None = None
+
+
+@dataclass
+class Batch:
+    """Padded batch: ``feats`` ``(batch, time, n_mels)``, ``tokens`` ``(batch, chars)`` padded with pad id."""
+
+    ids: list[str]
+    indices: list[int]
+    feats: torch.Tensor
+    feat_lens: torch.Tensor
+    tokens: torch.Tensor
+    token_lens: torch.Tensor
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.ids,
+            self.indices,
+            self.feats.to(device, non_blocking=True),
+            self.feat_lens.to(device),
+            self.tokens.to(device, non_blocking=True),
+            self.token_lens.to(device),
+            self.errors,
+        )
+
+
+class AsrDataset(Dataset[Example]):
+    """Utterances -> features and character ids; unreadable audio yields an :class:`Example` with ``error``.
+
+    With :meth:`precompute` the features are decoded once and kept in memory as float16.
+    """
+
+    def __init__(self, utterances: Sequence[Utterance], vocab: Vocabulary, extractor: LogMel) -> None:
+        self.utterances = list(utterances)
+        self.vocab = vocab
+        self.extractor = extractor
+        self._cache: list[torch.Tensor | None] | None = None
+        self._cache_errors: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def load_features(self, index: int) -> torch.Tensor:
+        """Log-mel ``(frames, n_mels)`` of one utterance; raises :class:`AsrError` for bad audio."""
+        utt = self.utterances[index]
+        wave, _ = load_audio(
+            utt.audio_filepath,
+            self.extractor.cfg.sample_rate,
+            utt.offset,
+            utt.duration if utt.offset else None,
+        )
+        return self.extractor(wave)
+
+    def __getitem__(self, index: int) -> Example:
+        utt = self.utterances[index]
+        if self._cache is not None:
+            feats = self._cache[index]
+            if feats is None:
+                return Example(index, utt.id, error=self._cache_errors.get(index, "unreadable"))
+            feats = feats.float()
+        else:
+            try:
+                feats = self.load_features(index)
+            except AsrError as err:
+                return Example(index, utt.id, error=str(err))
+        tokens = torch.tensor(self.vocab.encode(utt.text), dtype=torch.long)
+        return Example(index, utt.id, feats, tokens)
+
+    def precompute(self, num_workers: int = 0, progress: bool = False) -> None:
+        """Decode every utterance once and keep its features in memory (float16)."""
+        from tqdm import tqdm
+
+        cache: list[torch.Tensor | None] = [None] * len(self)
+        loader = DataLoader(_Uncached(self), batch_size=None, num_workers=num_workers, collate_fn=_identity)
+        for example in tqdm(loader, total=len(self), desc="features", disable=not progress, leave=False):
+            if example.error is not None:
+                self._cache_errors[example.index] = example.error
+            else:
+                cache[example.index] = example.feats.half()
+        self._cache = cache
+
+
+class _Uncached(Dataset[Example]):
+    def __init__(self, dataset: AsrDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Example:
+        try:
+            return Example(index, self.dataset.utterances[index].id, self.dataset.load_features(index))
+        except AsrError as err:
+            return Example(index, self.dataset.utterances[index].id, error=str(err))
+
+
+def _identity(example: Example) -> Example:
+    return example
+
+
+def pad_features(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(frames_i, n_mels)`` matrices into zero-padded ``(batch, time, n_mels)`` plus lengths."""
+    lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
+    out = feats[0].new_zeros(len(feats), int(lengths.max()), feats[0].shape[1])
+    for i, f in enumerate(feats):
+        out[i, : f.shape[0]] = f
+    return out, lengths
+
+
+def collate(examples: Sequence[Example], pad_id: int = Vocabulary.pad_id) -> Batch:
+    """Pad a list of examples; those with errors are left out and listed in ``Batch.errors``."""
+    good = [e for e in examples if e.error is None]
+    errors = [(e.id, e.error) for e in examples if e.error is not None]
+    if not good:
+        empty = torch.zeros(0, 0, dtype=torch.long)
+        return Batch(
+            [],
+            [],
+            torch.zeros(0, 0, 0),
+            torch.zeros(0, dtype=torch.long),
+            empty,
+            torch.zeros(0, dtype=torch.long),
+            errors,
+        )
+    feats, feat_lens = pad_features([e.feats for e in good])
+    token_lens = torch.tensor([len(e.tokens) for e in good], dtype=torch.long)
+    tokens = torch.full((len(good), max(1, int(token_lens.max()))), pad_id, dtype=torch.long)
+    for i, e in enumerate(good):
+        tokens[i, : len(e.tokens)] = e.tokens
+    return Batch([e.id for e in good], [e.index for e in good], feats, feat_lens, tokens, token_lens, errors)
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar-length utterances whose padded size stays under ``max_frames``.
+
+    Each epoch the lengths are jittered, sorted into batches and the batch order shuffled, all from
+    ``seed + epoch``. Under distributed training every rank gets the same number of batches (the
+    list is padded by repeating batches) and its own share of them. ``start_batch`` skips the first
+    batches of the current epoch, to resume mid-epoch.
+    """
+
+    def __init__(
+        self,
+        frames: Sequence[int],
+        max_frames: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        max_utt_frames: int | None = None,
+    ) -> None:
+        self.frames = np.asarray(frames, dtype=np.int64)
+        self.max_frames = max_frames
+        self.seed = seed
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start_batch = 0
+        limit = max_utt_frames if max_utt_frames is not None else max_frames
+        self.too_long = [i for i, f in enumerate(self.frames) if f > min(limit, max_frames)]
+        if self.too_long:
+            log.warning("skipping %d utterances longer than the limit", len(self.too_long))
+        self._allowed = np.setdiff1d(np.arange(len(self.frames)), self.too_long)
+        self._subset: np.ndarray | None = None
+
+    def set_epoch(self, epoch: int, subset: Sequence[int] | None = None) -> None:
+        """Select the epoch (and optionally a subset of utterance indices, e.g. for a curriculum)."""
+        self.epoch = epoch
+        self._subset = None if subset is None else np.intersect1d(self._allowed, np.asarray(subset))
+
+    def _all_batches(self) -> list[list[int]]:
+        indices = self._allowed if self._subset is None else self._subset
+        if len(indices) == 0:
+            return []
+        rng = np.random.default_rng(self.seed + 1000003 * self.epoch)
+        keys = self.frames[indices].astype(np.float64)
+        if self.shuffle:
+            keys = keys * rng.uniform(0.9, 1.1, size=len(keys))
+        order = indices[np.argsort(keys, kind="stable")]
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0
+        for idx in order.tolist():
+            longest_if = max(longest, int(self.frames[idx]))
+            if current and longest_if * (len(current) + 1) > self.max_frames:
+                batches.append(current)
+                current, longest_if = [], int(self.frames[idx])
+            current.append(idx)
+            longest = longest_if
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        if self.world_size > 1:
+            per_rank = math.ceil(len(batches) / self.world_size)
+            batches = (batches * self.world_size)[: per_rank * self.world_size]
+        return batches
+
+    def batches(self) -> list[list[int]]:
+        """This rank's batches for the current epoch, before ``start_batch`` is applied."""
+        return self._all_batches()[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches()[self.start_batch :]
+
+    def __len__(self) -> int:
+        return max(0, len(self.batches()) - self.start_batch)
+
+
+def num_frames(duration: float, hop_ms: float) -> int:
+    """Approximate feature frames of an utterance of ``duration`` seconds."""
+    return 1 + int(duration * 1000.0 / hop_ms)

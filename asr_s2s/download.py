@@ -1,0 +1,242 @@
+"""Resumable, checksum-verified downloads and safe archive extraction (stdlib ``urllib`` only).
+
+``download`` keeps a partial transfer in ``<file>.part`` and resumes it with an HTTP Range request;
+a finished file is verified once and then marked by ``<file>.verified`` (holding the checksum), so
+later calls return at once without hashing gigabytes again. ``extract`` refuses members that would
+land outside the destination and marks a finished extraction with a stamp file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import shutil
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from asr_s2s.errors import AsrError
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+class DownloadError(AsrError):
+    """A download failed, or its content does not match the expected checksum."""
+
+
+class ExtractError(AsrError):
+    """An archive cannot be extracted (unsupported, corrupt or unsafe)."""
+
+
+def download(
+    url: str,
+    dest_dir: str | Path,
+    md5: str | None = None,
+    sha256: str | None = None,
+    filename: str | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Download ``url`` into ``dest_dir`` and verify it; returns the file's path.
+
+    Exactly one of ``md5`` / ``sha256`` is required: an unverified download is never accepted.
+    ``filename`` defaults to the last component of the URL's path.
+    """
+    if md5 is not None and sha256 is None:
+        algorithm, expected = "md5", md5.strip().lower()
+    elif sha256 is not None and md5 is None:
+        algorithm, expected = "sha256", sha256.strip().lower()
+    else:
+        raise ValueError("download() needs exactly one of md5= or sha256=")
+    name = filename or PurePosixPath(urllib.parse.urlsplit(url).path).name
+    if not name:
+        raise ValueError(f"cannot derive a file name from {url!r}; pass filename=")
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / name
+    stamp = target.with_name(target.name + ".verified")
+    part = target.with_name(target.name + ".part")
+
+    if target.is_file():
+        if _stamp_matches(stamp, algorithm, expected):
+            log.info("%s already downloaded and verified", target)
+            return target
+        # Present but never verified (e.g. copied in by hand): hash it once instead of re-downloading.
+        _verify(target, algorithm, expected, stamp, url)
+        return target
+
+    stamp.unlink(missing_ok=True)
+    _fetch(url, part, timeout)
+    os.replace(part, target)
+    _verify(target, algorithm, expected, stamp, url)
+    return target
+
+
+def _stamp_matches(stamp: Path, algorithm: str, expected: str) -> bool:
+    try:
+        return stamp.read_text(encoding="utf-8").strip() == f"{algorithm}:{expected}"
+    except OSError:
+        return False
+
+
+def _verify(target: Path, algorithm: str, expected: str, stamp: Path, url: str) -> None:
+    actual = file_hash(target, algorithm)
+    if actual != expected:
+        target.unlink(missing_ok=True)
+        stamp.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{target}: {algorithm} mismatch for {url} (expected {expected}, got {actual}); "
+            "the file was deleted, run again to re-download"
+        )
+    stamp.write_text(f"{algorithm}:{expected}\n", encoding="utf-8")
+    log.info("verified %s (%s %s)", target, algorithm, expected)
+
+
+def file_hash(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, part: Path, timeout: float) -> None:
+    """Download ``url`` into ``part``, resuming from its current size when the server allows it."""
+    offset = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "asr-s2s-download"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:
+            # The range starts at or past the end: the .part is complete (or longer than the file,
+            # which the checksum will catch).
+            log.info("%s: partial file already complete", part)
+            return
+        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
+        raise DownloadError(f"{url}: {getattr(err, 'reason', err)}") from None
+
+    with response:
+        if offset and response.status != 206:
+            # The server ignored the Range header and sends the whole file: start over.
+            log.info("%s: server does not support resuming; restarting", url)
+            offset = 0
+        elif offset:
+            log.info("resuming %s at byte %d", url, offset)
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None and length.isdigit() else None
+        mode = "ab" if offset else "wb"
+        try:
+            with (
+                open(part, mode) as handle,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=part.name.removesuffix(".part"),
+                    # A bar without a total is noise; None keeps it quiet when not on a terminal.
+                    disable=None if total is not None else True,
+                ) as bar,
+            ):
+                while chunk := response.read(_CHUNK):
+                    handle.write(chunk)
+                    bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as err:
+            # Keep the .part: the next call resumes from where this one stopped.
+            raise DownloadError(f"{url}: transfer interrupted ({err}); run again to resume") from None
+    if total is not None and part.stat().st_size != total:
+        raise DownloadError(
+            f"{url}: transfer ended at {part.stat().st_size} of {total} bytes; run again to resume"
+        )
+
+
+def extract(archive: str | Path, dest_dir: str | Path) -> Path:
+    """Extract a ``.tar.gz``/``.tgz``/``.tar``/``.zip`` archive into ``dest_dir``; returns ``dest_dir``.
+
+    Members that would escape ``dest_dir`` (absolute paths, ``..``, links pointing outside) make
+    the whole extraction fail before anything is written. A stamp file
+    ``dest_dir/.<archive name>.extracted`` makes later calls a no-op.
+    """
+    archive = Path(archive)
+    dest_dir = Path(dest_dir)
+    stamp = dest_dir / f".{archive.name}.extracted"
+    if stamp.is_file():
+        log.info("%s already extracted into %s", archive, dest_dir)
+        return dest_dir
+    if not archive.is_file():
+        raise ExtractError(f"{archive}: no such archive")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    name = archive.name.lower()
+    try:
+        if name.endswith(".zip"):
+            _extract_zip(archive, dest_dir)
+        elif name.endswith((".tar.gz", ".tgz", ".tar")):
+            _extract_tar(archive, dest_dir)
+        else:
+            raise ExtractError(f"{archive}: unsupported archive type (expected .tar.gz, .tgz, .tar or .zip)")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as err:
+        raise ExtractError(f"{archive}: corrupt archive ({err})") from None
+    stamp.write_text(f"{archive.name}\n", encoding="utf-8")
+    log.info("extracted %s into %s", archive, dest_dir)
+    return dest_dir
+
+
+def _safe_target(dest_dir: Path, member: str, archive: Path) -> Path:
+    root = dest_dir.resolve()
+    target = (root / member).resolve()
+    if PurePosixPath(member).is_absolute() or not target.is_relative_to(root):
+        raise ExtractError(f"{archive}: member {member!r} would be extracted outside {dest_dir}")
+    return target
+
+
+def _extract_tar(archive: Path, dest_dir: Path) -> None:
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        for member in members:
+            target = _safe_target(dest_dir, member.name, archive)
+            if member.issym():
+                # A symlink's target is relative to the link's own folder.
+                link = PurePosixPath(member.linkname)
+                resolved = (target.parent / link).resolve()
+                if link.is_absolute() or not resolved.is_relative_to(dest_dir.resolve()):
+                    raise ExtractError(
+                        f"{archive}: link {member.name!r} -> {member.linkname!r} points outside {dest_dir}"
+                    )
+            elif member.islnk():
+                # A hard link's target is a path inside the archive.
+                _safe_target(dest_dir, member.linkname, archive)
+            elif not (member.isfile() or member.isdir()):
+                raise ExtractError(f"{archive}: member {member.name!r} is not a file or folder")
+        # Everything was checked above; the "data" filter (Python >= 3.12, backported) checks again.
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest_dir, members=members, filter="data")
+        else:
+            tar.extractall(dest_dir, members=members)
+
+
+def _extract_zip(archive: Path, dest_dir: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        for info in infos:
+            _safe_target(dest_dir, info.filename, archive)
+        for info in infos:
+            target = _safe_target(dest_dir, info.filename, archive)
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)

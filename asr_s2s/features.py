@@ -1,0 +1,100 @@
+"""Log-mel features, global normalization statistics and SpecAugment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torchaudio
+
+from asr_s2s.config import FeatureConfig
+
+
+class LogMel(torch.nn.Module):
+    """Waveform ``(samples,)`` -> log-mel ``(frames, n_mels)``; frames = 1 + samples // hop.
+
+    Slaney mel scale and area normalization, as ``librosa.feature.melspectrogram`` computes them.
+    """
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            win_length=cfg.win_length,
+            hop_length=cfg.hop_length,
+            n_mels=cfg.n_mels,
+            power=2.0,
+            center=True,
+            pad_mode="constant",
+            norm="slaney",
+            mel_scale="slaney",
+        )
+
+    @torch.no_grad()
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        mel = self.mel(wave.float())
+        return torch.log(mel.clamp_min(self.cfg.log_floor)).transpose(-1, -2).contiguous()
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced for a waveform of ``num_samples``."""
+        return 1 + num_samples // self.cfg.hop_length
+
+
+class RunningStats:
+    """Streaming per-dimension mean and standard deviation over ``(frames, dim)`` arrays."""
+
+    def __init__(self, dim: int) -> None:
+        self.count = 0
+        self.total = torch.zeros(dim, dtype=torch.float64)
+        self.total_sq = torch.zeros(dim, dtype=torch.float64)
+
+    def update(self, feats: torch.Tensor) -> None:
+        feats = feats.double()
+        self.count += feats.shape[0]
+        self.total += feats.sum(0)
+        self.total_sq += (feats * feats).sum(0)
+
+    def result(self, min_std: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` as float32 ``(dim,)`` tensors."""
+        if self.count == 0:
+            raise ValueError("no frames to compute statistics from")
+        mean = self.total / self.count
+        var = (self.total_sq / self.count - mean * mean).clamp_min(0.0)
+        return mean.float(), var.sqrt().clamp_min(min_std).float()
+
+
+def compute_stats(features: Iterable[torch.Tensor], n_mels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global mean and std of a stream of ``(frames, n_mels)`` feature matrices, in one pass."""
+    stats = RunningStats(n_mels)
+    for feats in features:
+        stats.update(feats)
+    return stats.result()
+
+
+class SpecAugment(torch.nn.Module):
+    """Frequency and time masking of ``(batch, time, n_mels)`` log-mels, per utterance.
+
+    Masks never reach into an utterance's padding; masked cells take the utterance's mean so that
+    they look like average speech after normalization.
+    """
+
+    def __init__(self, cfg: FeatureConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.freq = torchaudio.transforms.FrequencyMasking(cfg.freq_mask_width)
+        self.time = torchaudio.transforms.TimeMasking(cfg.time_mask_width, p=0.2)
+
+    @torch.no_grad()
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        out = feats.clone()
+        for i, length in enumerate(lengths.tolist()):
+            spec = out[i, :length].transpose(0, 1).unsqueeze(0)  # (1, n_mels, time)
+            fill = float(spec.mean())
+            for _ in range(self.cfg.freq_masks):
+                spec = self.freq(spec, fill)
+            for _ in range(self.cfg.time_masks):
+                spec = self.time(spec, fill)
+            out[i, :length] = spec.squeeze(0).transpose(0, 1)
+        return out

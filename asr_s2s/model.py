@@ -1,0 +1,223 @@
+"""Encoder, Bridge, Decoder and the Seq2Seq model that joins them.
+
+The decoder sees the audio only through its initial state: the encoder's final ``(h, c)`` of every
+layer, passed through the :class:`Bridge`. This module holds no data loading or search code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from asr_s2s.config import ModelConfig
+
+LSTMState = tuple[torch.Tensor, torch.Tensor]
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """``(batch,)`` lengths -> ``(batch, max_len)`` bool mask, True on real positions."""
+    max_len = int(lengths.max()) if max_len is None else max_len
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of ``(batch, time, dim)`` within its own length; padding stays put."""
+    time = torch.arange(x.shape[1], device=x.device)[None, :]
+    index = (lengths[:, None] - 1 - time).clamp_min(0)
+    index = torch.where(time < lengths[:, None], index, time)
+    return x.gather(1, index[:, :, None].expand_as(x))
+
+
+@dataclass
+class EncoderOutput:
+    """``outputs`` ``(batch, time', dim)``, ``lengths`` ``(batch,)``, ``final`` = (h, c), each
+    ``(layers, batch, dim)`` with both directions concatenated along ``dim``."""
+
+    outputs: torch.Tensor
+    lengths: torch.Tensor
+    final: LSTMState
+
+
+class Encoder(nn.Module):
+    """Frame stacking with subsampling, then a stack of (bi)LSTM layers over packed sequences."""
+
+    def __init__(self, cfg: ModelConfig, n_mels: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.directions = 2 if cfg.bidirectional else 1
+        self.lstm = nn.LSTM(
+            n_mels * cfg.stack_frames,
+            cfg.encoder_hidden,
+            num_layers=cfg.encoder_layers,
+            batch_first=True,
+            dropout=cfg.encoder_dropout if cfg.encoder_layers > 1 else 0.0,
+            bidirectional=cfg.bidirectional,
+        )
+        self.output_dim = cfg.encoder_hidden * self.directions
+
+    def stack(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Join ``k`` consecutive frames, keep every ``k``-th: ``(B, T, F) -> (B, ceil(T/k), k*F)``."""
+        k = self.cfg.stack_frames
+        if k == 1:
+            return feats, lengths
+        batch, time, dim = feats.shape
+        pad = (-time) % k
+        if pad:
+            feats = torch.nn.functional.pad(feats, (0, 0, 0, pad))
+        return feats.reshape(batch, (time + pad) // k, k * dim), (lengths + k - 1) // k
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
+        x, lengths = self.stack(feats, lengths)
+        if self.cfg.reverse_input:
+            x = reverse_padded(x, lengths)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, (h, c) = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        layers, dirs = self.cfg.encoder_layers, self.directions
+
+        def merge(s: torch.Tensor) -> torch.Tensor:
+            # (layers*dirs, B, H) -> (layers, B, dirs*H): forward and backward side by side.
+            s = s.view(layers, dirs, s.shape[1], s.shape[2])
+            return torch.cat(list(s.unbind(1)), dim=-1)
+
+        return EncoderOutput(out, lengths, (merge(h), merge(c)))
+
+
+class Bridge(nn.Module):
+    """Encoder final states -> decoder initial states, one per decoder layer.
+
+    Decoder layer ``l`` takes encoder layer ``N - M + l`` (the top layers; clamped at the bottom when
+    the decoder is deeper). Where sizes or directions differ, ``h`` and ``c`` each go through
+    linear + tanh; otherwise they pass through unchanged.
+    """
+
+    def __init__(self, encoder_layers: int, encoder_dim: int, decoder_layers: int, decoder_dim: int) -> None:
+        super().__init__()
+        self.source = [max(0, encoder_layers - decoder_layers + i) for i in range(decoder_layers)]
+        self.project = encoder_dim != decoder_dim
+        if self.project:
+            self.h_proj = nn.ModuleList(nn.Linear(encoder_dim, decoder_dim) for _ in range(decoder_layers))
+            self.c_proj = nn.ModuleList(nn.Linear(encoder_dim, decoder_dim) for _ in range(decoder_layers))
+
+    def forward(self, final: LSTMState) -> LSTMState:
+        h, c = final
+        hs = [h[s] for s in self.source]
+        cs = [c[s] for s in self.source]
+        if self.project:
+            hs = [torch.tanh(p(x)) for p, x in zip(self.h_proj, hs)]
+            cs = [torch.tanh(p(x)) for p, x in zip(self.c_proj, cs)]
+        return torch.stack(hs).contiguous(), torch.stack(cs).contiguous()
+
+
+@dataclass
+class DecoderState:
+    """Recurrent state of the decoder: ``h``, ``c`` each ``(layers, batch, hidden)``."""
+
+    h: torch.Tensor
+    c: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> DecoderState:
+        """Reorder or repeat along the batch, e.g. for beam search; ``index`` is ``(new_batch,)``."""
+        return replace(self, h=self.h.index_select(1, index), c=self.c.index_select(1, index))
+
+
+class Decoder(nn.Module):
+    """Character embedding, M-layer LSTM and output projection."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim)
+        self.lstm = nn.LSTM(
+            cfg.embedding_dim,
+            cfg.decoder_hidden,
+            num_layers=cfg.decoder_layers,
+            batch_first=True,
+            dropout=cfg.decoder_dropout if cfg.decoder_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(cfg.decoder_dropout)
+        self.output = nn.Linear(cfg.decoder_hidden, vocab_size)
+
+    def forward(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """Teacher forcing: ``(batch, steps)`` ids -> logits ``(batch, steps, vocab)``, one LSTM call."""
+        x = self.dropout(self.embedding(tokens))
+        out, (h, c) = self.lstm(x, (state.h, state.c))
+        return self.output(self.dropout(out)), replace(state, h=h, c=c)
+
+    def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """One step: previous ids ``(batch,)`` -> logits ``(batch, vocab)`` and the next state."""
+        logits, state = self.forward(tokens[:, None], state)
+        return logits[:, 0], state
+
+
+@dataclass
+class ModelOutput:
+    """``logits`` ``(batch, steps, vocab)``; ``ctc_logits`` ``(batch, time', vocab)`` or None."""
+
+    logits: torch.Tensor
+    ctc_logits: torch.Tensor | None
+    enc_lengths: torch.Tensor
+
+
+class Seq2Seq(nn.Module):
+    """Global feature normalization -> Encoder -> Bridge -> Decoder, plus an optional CTC head.
+
+    The CTC head is a training aid on the encoder outputs; decoding never uses it.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_mels: int, vocab_size: int, ctc: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_mels = n_mels
+        self.vocab_size = vocab_size
+        self.register_buffer("feat_mean", torch.zeros(n_mels))
+        self.register_buffer("feat_std", torch.ones(n_mels))
+        self.encoder = Encoder(cfg, n_mels)
+        self.bridge = Bridge(
+            cfg.encoder_layers, self.encoder.output_dim, cfg.decoder_layers, cfg.decoder_hidden
+        )
+        self.decoder = Decoder(cfg, vocab_size)
+        self.ctc_head = nn.Linear(self.encoder.output_dim, vocab_size) if ctc else None
+
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the global mean and std ``(n_mels,)`` of the training features."""
+        self.feat_mean.copy_(mean)
+        self.feat_std.copy_(std)
+
+    def encode(self, feats: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
+        """Raw log-mels ``(batch, time, n_mels)`` and lengths -> normalized, encoded output."""
+        mask = lengths_to_mask(lengths, feats.shape[1])[:, :, None]
+        x = ((feats - self.feat_mean) / self.feat_std) * mask
+        return self.encoder(x, lengths)
+
+    def initial_state(self, enc: EncoderOutput) -> DecoderState:
+        """The decoder's initial state, computed from the encoder's final states only."""
+        h, c = self.bridge(enc.final)
+        return DecoderState(h, c)
+
+    def forward(
+        self,
+        feats: torch.Tensor,
+        lengths: torch.Tensor,
+        tokens_in: torch.Tensor,
+        sampling_prob: float = 0.0,
+    ) -> ModelOutput:
+        """Teacher-forced logits for ``tokens_in`` (``<sos>`` + target), ``(batch, steps)``.
+
+        With ``sampling_prob`` > 0 (scheduled sampling), that fraction of the input tokens after
+        ``<sos>`` is replaced by the model's own greedy predictions from a first teacher-forced pass.
+        """
+        enc = self.encode(feats, lengths)
+        state = self.initial_state(enc)
+        if sampling_prob > 0.0:
+            with torch.no_grad():
+                first, _ = self.decoder(tokens_in, state)
+            predicted = first.argmax(-1)[:, :-1]
+            swap = torch.rand(predicted.shape, device=predicted.device) < sampling_prob
+            tokens_in = torch.cat([tokens_in[:, :1], torch.where(swap, predicted, tokens_in[:, 1:])], dim=1)
+        logits, _ = self.decoder(tokens_in, state)
+        ctc_logits = self.ctc_head(enc.outputs) if self.ctc_head is not None else None
+        return ModelOutput(logits, ctc_logits, enc.lengths)

@@ -1,0 +1,610 @@
+"""Training loop: AdamW with warm-up, teacher forcing, dev WER each epoch, exact resume, DDP and AMP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from asr_s2s.checkpoint import (
+    atomic_save,
+    average_state_dicts,
+    bundle_payload,
+    load_file,
+    rng_state,
+    save_model,
+    set_rng_state,
+)
+from asr_s2s.config import Config
+from asr_s2s.data import AsrDataset, Batch, BucketBatchSampler, collate, num_frames
+from asr_s2s.decoding import greedy_search
+from asr_s2s.errors import AsrError, ManifestError, TrainingError
+from asr_s2s.evaluate import score
+from asr_s2s.features import LogMel, RunningStats, SpecAugment
+from asr_s2s.loss import cross_entropy, ctc_loss, teacher_forcing_io
+from asr_s2s.manifest import Utterance, read_manifest
+from asr_s2s.model import Seq2Seq
+from asr_s2s.text import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(AsrError):
+    """Training stopped on request (SIGINT/SIGTERM) after writing a checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    """Where the outputs are and how the best model scored on dev."""
+
+    out_dir: Path
+    model_path: Path
+    best_wer: float
+    steps: int
+    skipped_utterances: int
+    skipped_steps: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: str | None) -> tuple[_Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+    info = _Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if device is None:
+        device = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return info, dev
+
+
+def _any_rank(flag: bool, info: _Dist, device: torch.device) -> bool:
+    """True when ``flag`` is set on any rank (so that every rank takes the same branch)."""
+    if info.world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_lambda(cfg: Config, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the peak learning rate at a step: linear warm-up, then the chosen decay."""
+    t = cfg.train
+    warmup = max(1, t.warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if t.schedule == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        if t.schedule == "noam":
+            return math.sqrt(warmup / (step + 1))
+        return 1.0
+
+    return factor
+
+
+def read_training_manifest(path: str | Path, strict: bool) -> tuple[list[Utterance], int]:
+    """Utterances of a manifest; malformed lines are fatal with ``strict``, else warned and counted."""
+    bad: list[ManifestError] = []
+
+    def on_error(err: ManifestError) -> None:
+        if strict:
+            raise err
+        bad.append(err)
+        if len(bad) <= 10:
+            log.warning("skipping manifest line: %s", err)
+
+    utts = read_manifest(path, on_error=on_error)
+    if len(bad) > 10:
+        log.warning("skipped %d malformed lines in %s in all", len(bad), path)
+    return utts, len(bad)
+
+
+class Trainer:
+    """Holds the model, optimizer, data and progress of one experiment directory."""
+
+    def __init__(
+        self,
+        config: Config,
+        train_manifest: str | Path,
+        dev_manifest: str | Path,
+        out_dir: str | Path,
+        resume: bool = False,
+        strict: bool = False,
+        device: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.out = Path(out_dir)
+        self.dist, self.device = _init_distributed(device)
+        self.strict = strict
+        self.progress = progress and self.dist.main
+        self.last_path = self.out / "last.pt"
+        payload = None
+        if resume and self.last_path.exists():
+            payload = load_file(self.last_path)
+            config = Config.from_dict(payload["config"], str(self.last_path))
+            log.info("resuming from %s (step %d)", self.last_path, payload["step"])
+        elif resume:
+            log.warning("--resume: no checkpoint at %s, starting from scratch", self.last_path)
+        self.config = config
+        t = config.train
+        seed_everything(t.seed)
+        self.extractor = LogMel(config.features)
+
+        train_utts, bad_train = read_training_manifest(train_manifest, strict)
+        dev_utts, bad_dev = read_training_manifest(dev_manifest, strict)
+        self.skipped_lines = bad_train + bad_dev
+        self.vocab = (
+            Vocabulary(tuple(payload["vocab"])) if payload else Vocabulary.build(u.text for u in train_utts)
+        )
+        self.train_set = AsrDataset(train_utts, self.vocab, self.extractor)
+        self.dev_set = AsrDataset(
+            dev_utts[: t.dev_max_utts] if t.dev_max_utts else dev_utts, self.vocab, self.extractor
+        )
+        if t.cache_features:
+            self.train_set.precompute(t.num_workers, self.progress)
+            self.dev_set.precompute(t.num_workers, self.progress)
+        self.bad_utts: set[str] = set()
+        self._note_cache_errors(self.train_set)
+
+        self.model = Seq2Seq(config.model, config.features.n_mels, len(self.vocab), ctc=t.ctc_weight > 0)
+        if payload is None:
+            mean, std = self._feature_stats()
+            self.model.set_normalization(mean, std)
+        self.model.to(self.device)
+        self.ddp: torch.nn.Module = self.model
+        if self.dist.world > 1:
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.sampler = BucketBatchSampler(
+            [num_frames(u.duration, config.features.hop_ms) for u in train_utts],
+            t.max_frames,
+            seed=t.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world,
+            max_utt_frames=num_frames(t.max_duration, config.features.hop_ms),
+        )
+        self.short_subset = [
+            i for i, u in enumerate(train_utts) if len(u.text.split()) <= t.curriculum_max_words
+        ]
+        self.total_steps = sum(self._epoch_len(e) for e in range(t.epochs))
+        if t.schedule == "plateau":
+            self.scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, factor=0.5, patience=1
+            )
+        else:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lr_lambda(config, self.total_steps)
+            )
+        self.spec_augment = SpecAugment(config.features) if t.spec_augment else None
+        self.loader = DataLoader(
+            self.train_set,
+            batch_sampler=self.sampler,
+            collate_fn=collate,
+            num_workers=0 if t.cache_features else t.num_workers,
+            # A private generator keeps the loader from drawing on the global RNG (exact resume).
+            generator=torch.Generator().manual_seed(t.seed),
+        )
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.bad_steps = 0
+        self.bad_in_row = 0
+        self.best: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []
+        self._stop = False
+        if payload is not None:
+            self._restore(payload)
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.writer = None
+
+    # ---- setup helpers -------------------------------------------------------------------------
+    def _epoch_len(self, epoch: int) -> int:
+        self.sampler.set_epoch(epoch, self._subset(epoch))
+        return len(self.sampler.batches())
+
+    def _subset(self, epoch: int) -> list[int] | None:
+        return self.short_subset if epoch < self.config.train.curriculum_epochs else None
+
+    def _feature_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        stats = RunningStats(self.config.features.n_mels)
+        for i in range(len(self.train_set)):
+            example = self.train_set[i]
+            if example.feats is not None:
+                stats.update(example.feats)
+        return stats.result()
+
+    def _note_cache_errors(self, dataset: AsrDataset) -> None:
+        for index, error in dataset._cache_errors.items():
+            self._bad_utterance(dataset.utterances[index].id, error)
+
+    def _bad_utterance(self, utt_id: str, error: str) -> None:
+        if self.strict:
+            raise TrainingError(f"unreadable utterance {utt_id}: {error}")
+        if utt_id not in self.bad_utts:
+            self.bad_utts.add(utt_id)
+            if len(self.bad_utts) <= 10:
+                log.warning("skipping utterance %s: %s", utt_id, error)
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.step = payload["step"]
+        self.epoch = payload["epoch"]
+        self.batch_in_epoch = payload["batch_in_epoch"]
+        self.bad_steps = payload["bad_steps"]
+        self.best = payload["best"]
+        self.history = payload["history"]
+        set_rng_state(payload["rng"])
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Write ``last.pt`` with everything needed to continue exactly from this step."""
+        if not self.dist.main:
+            return
+        payload = bundle_payload(self.model, self.config, self.vocab, kind="checkpoint")
+        payload.update(
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            step=self.step,
+            epoch=self.epoch,
+            batch_in_epoch=self.batch_in_epoch,
+            bad_steps=self.bad_steps,
+            best=self.best,
+            history=self.history,
+            rng=rng_state(),
+        )
+        atomic_save(payload, self.last_path)
+
+    # ---- one step ------------------------------------------------------------------------------
+    def _losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        t = self.config.train
+        feats = batch.feats
+        if self.spec_augment is not None:
+            feats = self.spec_augment(feats, batch.feat_lens)
+        inputs, labels = teacher_forcing_io(batch.tokens, batch.token_lens)
+        autocast = self.device.type == "cuda" and t.amp
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = self.ddp(feats, batch.feat_lens, inputs, t.scheduled_sampling)
+        ce = cross_entropy(out.logits, labels, t.label_smoothing)
+        parts = {"ce": float(ce.detach())}
+        loss = ce
+        if out.ctc_logits is not None:
+            ctc = ctc_loss(out.ctc_logits, out.enc_lengths, batch.tokens, batch.token_lens)
+            loss = (1 - t.ctc_weight) * ce + t.ctc_weight * ctc
+            parts["ctc"] = float(ctc.detach())
+        return loss, parts
+
+    def _forward_backward(self, batch: Batch, scale: float) -> dict[str, float]:
+        """Accumulate gradients of ``batch``; an out-of-memory batch is split in two (single process)."""
+        try:
+            loss, parts = self._losses(batch)
+            (loss * scale).backward()
+            return parts
+        except torch.OutOfMemoryError:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(batch) == 1 or self.dist.world > 1:
+                log.warning(
+                    "out of memory on a batch of %d utterances (%s...); skipped", len(batch), batch.ids[0]
+                )
+                return {}
+            log.warning("out of memory on a batch of %d utterances; splitting it", len(batch))
+            half = len(batch) // 2
+            first = self._forward_backward(_slice(batch, 0, half), scale * half / len(batch))
+            self._forward_backward(_slice(batch, half, len(batch)), scale * (len(batch) - half) / len(batch))
+            return first
+
+    def train_step(self, batch: Batch) -> dict[str, float] | None:
+        """One optimizer step; returns the logged values, or None when the step was skipped."""
+        t = self.config.train
+        self.ddp.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        parts = self._forward_backward(batch, 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        # Gradients are identical on all ranks after DDP's all-reduce, so all ranks decide alike.
+        if not parts or not torch.isfinite(grad_norm) or not all(math.isfinite(v) for v in parts.values()):
+            self.bad_steps += 1
+            self.bad_in_row += 1
+            log.warning("non-finite loss or gradient at step %d; step skipped", self.step)
+            if self.bad_in_row >= t.max_bad_steps:
+                raise TrainingError(
+                    f"{self.bad_in_row} steps in a row had a non-finite loss or gradient; "
+                    "lower train.lr or check the data"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.bad_in_row = 0
+        self.optimizer.step()
+        if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step()
+        parts["grad_norm"] = float(grad_norm)
+        return parts
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate_dev(self) -> dict[str, float]:
+        """Teacher-forced dev loss (no smoothing) and greedy WER/CER over the dev set."""
+        self.model.eval()
+        sampler = BucketBatchSampler(
+            [num_frames(u.duration, self.config.features.hop_ms) for u in self.dev_set.utterances],
+            self.config.train.max_frames,
+            shuffle=False,
+            max_utt_frames=10**9,
+        )
+        refs, hyps = [], []
+        total_loss, total_tokens = 0.0, 0
+        for indices in sampler:
+            batch = collate([self.dev_set[i] for i in indices]).to(self.device)
+            if len(batch) == 0:
+                continue
+            inputs, labels = teacher_forcing_io(batch.tokens, batch.token_lens)
+            out = self.model(batch.feats, batch.feat_lens, inputs)
+            n = int((labels != Vocabulary.pad_id).sum())
+            total_loss += float(cross_entropy(out.logits, labels)) * n
+            total_tokens += n
+            for i, ids in zip(
+                batch.indices, greedy_search(self.model, batch.feats, batch.feat_lens, self.config.decode)
+            ):
+                refs.append(self.dev_set.utterances[i].text)
+                hyps.append(self.vocab.decode(ids))
+        result = score(refs, hyps)
+        return {"dev_loss": total_loss / max(1, total_tokens), "dev_wer": result.wer, "dev_cer": result.cer}
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.main:
+            return
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.out / "tensorboard"))
+            except ImportError:  # tensorboard is optional at run time
+                self.writer = False
+        if self.writer:
+            for key, value in record.items():
+                if key not in ("step", "epoch", "kind") and isinstance(value, int | float):
+                    self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        if self._stop:  # a second signal: stop now
+            signal.default_int_handler(signum, frame)
+        log.warning("signal %d received: finishing the step, writing a checkpoint, then stopping", signum)
+        self._stop = True
+
+    def fit(self, stop_after_steps: int | None = None) -> TrainResult:
+        """Train until ``train.epochs`` (or ``train.max_steps``) are done; resumable at any step.
+
+        ``stop_after_steps`` simulates an interruption after that many steps (for tests).
+        """
+        handlers = {}
+        if self.dist.main and _in_main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                handlers[sig] = signal.signal(sig, self._request_stop)
+        try:
+            self._fit(stop_after_steps)
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            if self.writer:
+                self.writer.close()
+        model_path = self._finish() if self.dist.main else self.out / "model.pt"
+        if self.bad_utts:
+            log.warning("skipped %d unreadable utterances during training", len(self.bad_utts))
+        if self.bad_steps:
+            log.warning("skipped %d steps with a non-finite loss or gradient", self.bad_steps)
+        best = min((b["dev_wer"] for b in self.best), default=float("nan"))
+        return TrainResult(
+            self.out, model_path, best, self.step, len(self.bad_utts), self.bad_steps, self.history
+        )
+
+    def _fit(self, stop_after_steps: int | None) -> None:
+        t = self.config.train
+        steps_this_run = 0
+        hop_s = self.config.features.hop_ms / 1000.0
+        while self.epoch < t.epochs and not (t.max_steps and self.step >= t.max_steps):
+            self.sampler.set_epoch(self.epoch, self._subset(self.epoch))
+            self.sampler.start_batch = self.batch_in_epoch
+            bar = tqdm(
+                self.loader,
+                desc=f"epoch {self.epoch + 1}/{t.epochs}",
+                disable=not self.progress or None,
+                leave=False,
+                dynamic_ncols=True,
+            )
+            audio_s, started = 0.0, time.perf_counter()
+            for batch in bar:
+                for utt_id, error in batch.errors:
+                    self._bad_utterance(utt_id, error)
+                if len(batch):
+                    parts = self.train_step(batch.to(self.device))
+                    audio_s += float(batch.feat_lens.sum()) * hop_s
+                else:
+                    parts = None
+                self.step += 1
+                self.batch_in_epoch += 1
+                steps_this_run += 1
+                if parts is not None:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    speed = audio_s / max(1e-9, time.perf_counter() - started)
+                    bar.set_postfix(loss=f"{parts['ce']:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.0f}")
+                    if self.step % t.log_every == 0:
+                        self._log(
+                            {
+                                "kind": "train",
+                                "step": self.step,
+                                "epoch": self.epoch,
+                                "lr": lr,
+                                "audio_s_per_s": speed,
+                                **parts,
+                            }
+                        )
+                stop = _any_rank(self._stop or steps_this_run == stop_after_steps, self.dist, self.device)
+                if stop or self.step % t.checkpoint_every == 0:
+                    self.save_checkpoint()
+                if stop:
+                    raise Interrupted(
+                        f"training interrupted at step {self.step}; checkpoint {self.last_path}"
+                    )
+                if t.max_steps and self.step >= t.max_steps:
+                    break
+            bar.close()
+            if (
+                t.max_steps
+                and self.step >= t.max_steps
+                and self.sampler.start_batch + len(self.sampler) > self.batch_in_epoch
+            ):
+                self._end_epoch(partial=True)
+                break
+            self._end_epoch()
+
+    def _end_epoch(self, partial: bool = False) -> None:
+        metrics: dict[str, Any] = {}
+        if self.dist.main:
+            metrics = self.evaluate_dev()
+            record = {"kind": "dev", "step": self.step, "epoch": self.epoch + 1, **metrics}
+            self.history.append(record)
+            self._log(record)
+            log.info(
+                "epoch %d: dev loss %.3f  WER %.2f%%  CER %.2f%%",
+                self.epoch + 1,
+                metrics["dev_loss"],
+                100 * metrics["dev_wer"],
+                100 * metrics["dev_cer"],
+            )
+            self._keep_best(metrics)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            loss = torch.tensor([metrics.get("dev_loss", 0.0)], device=self.device)
+            if self.dist.world > 1:
+                dist.broadcast(loss, 0)
+            self.scheduler.step(float(loss))
+        if not partial:
+            self.epoch += 1
+            self.batch_in_epoch = 0
+        self.save_checkpoint()
+
+    def _keep_best(self, metrics: dict[str, float]) -> None:
+        keep = max(1, self.config.train.average_best)
+        entry = {
+            "epoch": self.epoch + 1,
+            "dev_wer": metrics["dev_wer"],
+            "dev_loss": metrics["dev_loss"],
+            "path": f"epochs/epoch-{self.epoch + 1:03d}.pt",
+        }
+        ranked = sorted([*self.best, entry], key=lambda b: (b["dev_wer"], b["dev_loss"]))
+        if entry in ranked[:keep]:
+            save_model(self.out / entry["path"], self.model, self.config, self.vocab)
+        if ranked[0] is entry:
+            save_model(self.out / "best.pt", self.model, self.config, self.vocab)
+        for dropped in ranked[keep:]:
+            (self.out / dropped["path"]).unlink(missing_ok=True)
+        self.best = ranked[:keep]
+
+    def _finish(self) -> Path:
+        """Write ``model.pt``: the average of the N best epochs when enabled and not worse, else the best."""
+        model_path = self.out / "model.pt"
+        best_path = self.out / "best.pt"
+        if not best_path.exists():
+            save_model(best_path, self.model, self.config, self.vocab)
+        shutil.copyfile(best_path, model_path)
+        paths = [self.out / b["path"] for b in self.best if (self.out / b["path"]).exists()]
+        if self.config.train.average_best > 1 and len(paths) > 1:
+            best_weights = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(average_state_dicts(paths))
+            averaged = self.evaluate_dev()
+            log.info(
+                "average of %d best epochs: dev WER %.2f%% (best single %.2f%%)",
+                len(paths),
+                100 * averaged["dev_wer"],
+                100 * self.best[0]["dev_wer"],
+            )
+            self._log(
+                {"kind": "average", "step": self.step, "epoch": self.epoch, "n": len(paths), **averaged}
+            )
+            if (averaged["dev_wer"], averaged["dev_loss"]) <= (
+                self.best[0]["dev_wer"],
+                self.best[0]["dev_loss"],
+            ):
+                save_model(model_path, self.model, self.config, self.vocab)
+            self.model.load_state_dict(best_weights)
+        return model_path
+
+
+def _slice(batch: Batch, start: int, stop: int) -> Batch:
+    feat_len = int(batch.feat_lens[start:stop].max())
+    tok_len = max(1, int(batch.token_lens[start:stop].max()))
+    return Batch(
+        batch.ids[start:stop],
+        batch.indices[start:stop],
+        batch.feats[start:stop, :feat_len],
+        batch.feat_lens[start:stop],
+        batch.tokens[start:stop, :tok_len],
+        batch.token_lens[start:stop],
+    )
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def train(
+    config: Config,
+    train_manifest: str | Path,
+    dev_manifest: str | Path,
+    out_dir: str | Path,
+    resume: bool = False,
+    strict: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a model and write ``last.pt``, ``best.pt``, ``model.pt`` and ``metrics.jsonl`` to ``out_dir``."""
+    trainer = Trainer(config, train_manifest, dev_manifest, out_dir, resume, strict, device, progress)
+    return trainer.fit()

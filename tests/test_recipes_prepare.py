@@ -1,0 +1,323 @@
+"""Tests for the data-preparation recipes: recipes/digits/prepare.py and recipes/librispeech/prepare.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asr_s2s.errors import AsrError
+from asr_s2s.manifest import read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FSDD = REPO.parent / "shared/data/fsdd/recordings"
+SHARED_LIBRISPEECH = REPO.parent / "shared/data/librispeech-sample"
+
+
+def _load(relpath: str, name: str) -> ModuleType:
+    """Import a recipe script by path (recipes are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / relpath)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Registered before running it: dataclasses look their module up in sys.modules.
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+digits = _load("recipes/digits/prepare.py", "recipes_digits_prepare")
+libri = _load("recipes/librispeech/prepare.py", "recipes_librispeech_prepare")
+
+SMALL = {"train": 24, "dev": 8, "test": 8}
+JUNK = ["README.md", "notes_0.wav", "3_alice_x.wav"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def fake_fsdd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An FSDD-like folder of 8 kHz sine-wave recordings, plus files that must be skipped."""
+    root = tmp_path_factory.mktemp("fsdd")
+    for speaker in ("alice", "bob"):
+        for digit in range(10):
+            for index in (0, 1, 2, 5, 6, 10, 11, 12):
+                n = 1200 + 100 * index
+                t = np.arange(n) / 8000
+                tone = 0.3 * np.sin(2 * np.pi * (300 + 50 * digit) * t)
+                sf.write(root / f"{digit}_{speaker}_{index}.wav", (tone * 32767).astype(np.int16), 8000)
+    for name in JUNK:
+        (root / name).write_bytes(b"not a recording")
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpora(fake_fsdd: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, object]]:
+    """The small corpus built three times: twice with seed 0, once with seed 1."""
+    built = {}
+    for label, seed in (("a", 0), ("b", 0), ("c", 1)):
+        out = tmp_path_factory.mktemp(f"digits_{label}")
+        built[label] = (out, digits.build_corpus(fake_fsdd, out, SMALL, max_digits=4, seed=seed))
+    return built
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _check_corpus(out: Path, summary: object, counts: dict[str, int], max_digits: int) -> None:
+    """Split disjointness, manifests, audio format and transcripts of a built corpus."""
+    used: dict[str, set[Path]] = {}
+    all_ids: set[str] = set()
+    for split, n in counts.items():
+        utts = read_manifest(out / f"{split}.jsonl")
+        assert len(utts) == n == summary.utterances[split]
+        sources = summary.sources[split]
+        assert set(sources) == {u.id for u in utts}
+        used[split] = {rec.path for recs in sources.values() for rec in recs}
+        for utt in utts:
+            recs = sources[utt.id]
+            assert all(digits.split_of_index(rec.index) == split for rec in recs)
+            assert {rec.speaker for rec in recs} == {utt.speaker}
+            words = utt.text.split()
+            assert words == [digits.DIGIT_WORDS[rec.digit] for rec in recs]
+            assert 1 <= len(words) <= max_digits
+            assert re.fullmatch(rf"{utt.speaker}-{digits.CHAPTERS[split]}-\d{{4}}", utt.id)
+            assert utt.audio_filepath.is_file()
+            assert utt.audio_filepath.parent == out.resolve() / "LibriSpeech" / split / utt.speaker / str(
+                digits.CHAPTERS[split]
+            )
+            info = sf.info(str(utt.audio_filepath))
+            assert (info.format, info.subtype, info.samplerate, info.channels) == ("FLAC", "PCM_16", 16000, 1)
+            assert utt.duration == pytest.approx(info.frames / 16000, abs=1e-4)
+            # Edge silence (>= 0.2 s in all) and gaps surround the speech.
+            assert utt.duration > 0.2 + sum(sf.info(str(rec.path)).duration for rec in recs)
+        assert not all_ids & {u.id for u in utts}
+        all_ids |= {u.id for u in utts}
+    splits = list(used)
+    for i, first in enumerate(splits):
+        for second in splits[i + 1 :]:
+            assert not used[first] & used[second], f"{first} and {second} share source recordings"
+
+
+def test_scan_groups_by_index_and_skips_foreign_files(fake_fsdd: Path) -> None:
+    by_split, skipped = digits.scan_fsdd(fake_fsdd)
+    assert sorted(p.name for p in skipped) == sorted(JUNK)
+    assert {rec.index for rec in by_split["test"]} == {0, 1, 2}
+    assert {rec.index for rec in by_split["dev"]} == {5, 6}
+    assert {rec.index for rec in by_split["train"]} == {10, 11, 12}
+    assert by_split["train"] == sorted(by_split["train"], key=lambda rec: rec.path)
+
+
+def test_generated_corpus_is_consistent(corpora: dict) -> None:
+    out, summary = corpora["a"]
+    _check_corpus(out, summary, SMALL, max_digits=4)
+    assert sorted(p.name for p in summary.skipped) == sorted(JUNK)
+
+
+def test_same_seed_is_byte_identical_other_seed_differs(corpora: dict) -> None:
+    tree_a, tree_b, tree_c = (_tree(corpora[label][0]) for label in "abc")
+    assert any(name.endswith(".flac") for name in tree_a)
+    assert tree_a == tree_b
+    assert tree_a["train.jsonl"] != tree_c["train.jsonl"]
+    shared_flacs = [n for n in tree_a if n.endswith(".flac") and n in tree_c]
+    assert any(tree_a[n] != tree_c[n] for n in shared_flacs)
+
+
+def test_transcripts_match_manifest_and_librispeech_walker(corpora: dict) -> None:
+    out, _ = corpora["a"]
+    for split in SMALL:
+        utts = read_manifest(out / f"{split}.jsonl")
+        lines = {}
+        for trans in (out / "LibriSpeech" / split).rglob("*.trans.txt"):
+            for line in trans.read_text().splitlines():
+                utt_id, text = line.split(" ", 1)
+                lines[utt_id] = text
+        assert lines == {u.id: u.text.upper() for u in utts}
+        # The corpus is in LibriSpeech layout, so the LibriSpeech walker reads it back unchanged.
+        report = libri.scan_subset(out / "LibriSpeech", split)
+        assert [(u.id, u.text, u.duration) for u in report.utterances] == [
+            (u.id, u.text, pytest.approx(u.duration, abs=1e-4)) for u in utts
+        ]
+
+
+def test_rebuilding_smaller_removes_stale_output(fake_fsdd: Path, tmp_path: Path) -> None:
+    digits.build_corpus(fake_fsdd, tmp_path, {"dev": 6}, seed=3)
+    digits.build_corpus(fake_fsdd, tmp_path, {"dev": 2}, seed=3)
+    assert len(list((tmp_path / "LibriSpeech" / "dev").rglob("*.flac"))) == 2
+
+
+def test_split_without_recordings_is_an_error(tmp_path: Path) -> None:
+    for digit in range(3):
+        sf.write(tmp_path / f"{digit}_carol_20.wav", np.full(800, 1000, dtype=np.int16), 8000)
+    with pytest.raises(AsrError, match="no recordings for the test split"):
+        digits.build_corpus(tmp_path, tmp_path / "out", {"train": 2, "test": 2})
+    summary = digits.build_corpus(tmp_path, tmp_path / "out", {"train": 2, "dev": 0, "test": 0})
+    assert summary.utterances == {"train": 2}
+
+
+def test_bad_options_are_errors(fake_fsdd: Path, tmp_path: Path) -> None:
+    with pytest.raises(AsrError, match="min_digits"):
+        digits.build_corpus(fake_fsdd, tmp_path, SMALL, min_digits=3, max_digits=2)
+    with pytest.raises(AsrError, match="unknown split"):
+        digits.build_corpus(fake_fsdd, tmp_path, {"eval": 3})
+    with pytest.raises(AsrError, match="not found"):
+        digits.build_corpus(tmp_path / "nowhere", tmp_path, SMALL)
+
+
+def test_cli_builds_and_prints_summary(fake_fsdd: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--fsdd-dir", str(fake_fsdd), "--out", str(tmp_path), "--num-train", "3", "--num-dev", "2"]
+    assert digits.main([*argv, "--num-test", "1", "--min-digits", "2", "--max-digits", "2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"train:\s+3 utterances", out) and re.search(r"test:\s+1 utterances", out)
+    assert "skipped 3 file(s)" in out
+    assert all(len(u.text.split()) == 2 for u in read_manifest(tmp_path / "train.jsonl"))
+
+
+def test_download_refuses_to_run_unverified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    def no_network(*args: object, **kwargs: object) -> Path:
+        raise AssertionError("downloaded without a checksum")
+
+    monkeypatch.setattr(digits, "FSDD_SHA256", None)
+    monkeypatch.setattr(digits, "download", no_network)
+    assert digits.main(["--out", str(tmp_path)]) == 1
+    assert "refusing to download" in capsys.readouterr().err
+
+
+def test_download_uses_pinned_archive_and_checksum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fake_download(url: str, dest: Path, **kwargs: str) -> Path:
+        calls.append((url, kwargs))
+        return Path(dest) / kwargs["filename"]
+
+    def fake_extract(archive: Path, dest: Path) -> Path:
+        (Path(dest) / "free-spoken-digit-dataset-1.0.10" / "recordings").mkdir(parents=True)
+        return Path(dest)
+
+    monkeypatch.setattr(digits, "download", fake_download)
+    monkeypatch.setattr(digits, "extract", fake_extract)
+    recordings = digits.fetch_fsdd(tmp_path, sha256="ab" * 32)
+    assert recordings == tmp_path / "free-spoken-digit-dataset-1.0.10" / "recordings"
+    assert calls[0][0] == digits.FSDD_URL
+    assert calls[0][1]["sha256"] == "ab" * 32
+
+
+@pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="shared FSDD recordings not available")
+def test_real_fsdd_small_corpus(tmp_path: Path) -> None:
+    counts = {"train": 12, "dev": 6, "test": 6}
+    first = digits.build_corpus(SHARED_FSDD, tmp_path / "a", counts, seed=7)
+    assert first.skipped == []
+    _check_corpus(tmp_path / "a", first, counts, max_digits=7)
+    digits.build_corpus(SHARED_FSDD, tmp_path / "b", counts, seed=7)
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
+
+
+# --- LibriSpeech ---------------------------------------------------------------------------------
+
+
+def _flac(path: Path, seconds: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.zeros(int(seconds * 16000), dtype=np.int16), 16000, format="FLAC", subtype="PCM_16")
+
+
+@pytest.fixture
+def fake_librispeech(tmp_path: Path) -> Path:
+    """A dev-clean tree with one problem of each kind, in speaker folders that sort differently as text."""
+    chapter = tmp_path / "LibriSpeech" / "dev-clean" / "100" / "200"
+    for n, seconds in ((0, 1.0), (1, 1.5), (2, 0.5)):
+        _flac(chapter / f"100-200-{n:04d}.flac", seconds)
+    (chapter / "100-200.trans.txt").write_text(
+        "100-200-0001 SECOND  ONE'S TEXT\n"
+        "100-200-0000 FIRST TEXT\n"
+        "100-200-0003 NO AUDIO FOR THIS\n"
+        "100-200-0004\n"
+        "999-1-0000 WRONG CHAPTER\n"
+    )
+    other = tmp_path / "LibriSpeech" / "dev-clean" / "19" / "7"
+    _flac(other / "19-7-0000.flac", 2.0)
+    (other / "19-7.trans.txt").write_text("19-7-0000 HELLO WORLD\n")
+    return tmp_path
+
+
+@pytest.mark.skipif(not SHARED_LIBRISPEECH.is_dir(), reason="shared LibriSpeech sample not available")
+@pytest.mark.parametrize("root", [SHARED_LIBRISPEECH, SHARED_LIBRISPEECH / "LibriSpeech"])
+def test_librispeech_real_utterance(root: Path, tmp_path: Path) -> None:
+    reports = libri.prepare(root, ["dev-clean"], tmp_path)
+    assert len(reports) == 1 and not reports[0].missing_audio and not reports[0].malformed
+    (utt,) = read_manifest(tmp_path / "dev-clean.jsonl")
+    trans = SHARED_LIBRISPEECH / "LibriSpeech/dev-clean/2412/153948/2412-153948.trans.txt"
+    assert utt.id == "2412-153948-0000"
+    assert utt.speaker == "2412"
+    assert utt.duration == pytest.approx(11.66, abs=0.01)
+    assert utt.text == trans.read_text().split(" ", 1)[1].strip().lower()
+    assert utt.text.startswith("if the reader will excuse me")
+    assert utt.audio_filepath.samefile(trans.parent / "2412-153948-0000.flac")
+
+
+def test_librispeech_edge_cases(fake_librispeech: Path, tmp_path: Path) -> None:
+    out = tmp_path / "manifests"
+    (report,) = libri.prepare(fake_librispeech, ["dev-clean"], out)
+    utts = read_manifest(out / "dev-clean.jsonl")
+    assert [u.id for u in utts] == ["100-200-0000", "100-200-0001", "19-7-0000"]
+    assert [u.text for u in utts] == ["first text", "second one's text", "hello world"]
+    assert [u.duration for u in utts] == [1.0, 1.5, 2.0]
+    assert [u.speaker for u in utts] == ["100", "100", "19"]
+    assert report.missing_audio == ["100-200-0003"]
+    assert [Path(p).name for p in report.missing_transcript] == ["100-200-0002.flac"]
+    trans = fake_librispeech / "LibriSpeech/dev-clean/100/200/100-200.trans.txt"
+    assert len(report.malformed) == 2
+    assert report.malformed[0].startswith(f"{trans}:4:") and "no transcript" in report.malformed[0]
+    assert report.malformed[1].startswith(f"{trans}:5:") and "999-1-0000" in report.malformed[1]
+
+
+def test_librispeech_cli_reports_problems(
+    fake_librispeech: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--root", str(fake_librispeech / "LibriSpeech"), "--subsets", "dev-clean", "--out", str(tmp_path)]
+    assert libri.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dev-clean: 3 utterances" in out
+    assert "1 missing audio" in out and "100-200-0003" in out
+    assert "1 missing transcript" in out and "100-200-0002.flac" in out
+    assert "2 malformed transcript lines" in out and "100-200.trans.txt:4:" in out
+
+
+def test_librispeech_errors(fake_librispeech: Path, tmp_path: Path) -> None:
+    with pytest.raises(AsrError, match="subset folder not found"):
+        libri.prepare(fake_librispeech, ["test-other"], tmp_path)
+    (fake_librispeech / "LibriSpeech" / "empty").mkdir()
+    with pytest.raises(AsrError, match="no utterances"):
+        libri.prepare(fake_librispeech, ["empty"], tmp_path)
+    with pytest.raises(AsrError, match="unknown subset"):
+        libri.download_subsets(["train-clean-999"], tmp_path)
+    with pytest.raises(SystemExit):
+        libri.main(["--subsets", "dev-clean", "--out", str(tmp_path)])
+
+
+def test_librispeech_download_table_and_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sorted(libri.SUBSET_MD5) == sorted(
+        ["dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360", "train-other-500"]
+    )
+    assert all(re.fullmatch(r"[0-9a-f]{32}", md5) for md5 in libri.SUBSET_MD5.values())
+    calls = []
+    monkeypatch.setattr(libri, "download", lambda url, dest, md5: calls.append((url, md5)) or Path(dest) / "a.tgz")
+    monkeypatch.setattr(libri, "extract", lambda archive, dest: calls.append(("extract", archive)) or dest)
+    assert libri.download_subsets(["dev-clean", "test-clean"], tmp_path) == tmp_path
+    assert calls[0] == ("https://www.openslr.org/resources/12/dev-clean.tar.gz", libri.SUBSET_MD5["dev-clean"])
+    assert calls[2] == ("https://www.openslr.org/resources/12/test-clean.tar.gz", libri.SUBSET_MD5["test-clean"])
