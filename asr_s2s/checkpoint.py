@@ -177,3 +177,9 @@ def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
                 total[key] = value.double().clone()
     first = load_file(paths[0])["model"]
     return {k: (v / len(paths)).to(first[k].dtype) for k, v in total.items()}
+
+
+def export_model(checkpoint: str | Path, output: str | Path) -> None:
+    """Write the model bundle of a training checkpoint (weights, configs, vocabulary; no optimizer)."""
+    bundle = load_bundle(checkpoint)
+    save_model(output, bundle.model, bundle.config, bundle.vocab)

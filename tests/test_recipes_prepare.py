@@ -38,6 +38,8 @@ libri = _load("recipes/librispeech/prepare.py", "recipes_librispeech_prepare")
 
 SMALL = {"train": 24, "dev": 8, "test": 8}
 JUNK = ["README.md", "notes_0.wav", "3_alice_x.wav"]
+# FSDD's convention for the test set (0-4), then dev (5-9) and train (the rest).
+INDEX_RANGES = {"test": range(0, 5), "dev": range(5, 10), "train": range(10, 10_000)}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -90,7 +92,7 @@ def _check_corpus(out: Path, summary: object, counts: dict[str, int], max_digits
         used[split] = {rec.path for recs in sources.values() for rec in recs}
         for utt in utts:
             recs = sources[utt.id]
-            assert all(digits.split_of_index(rec.index) == split for rec in recs)
+            assert all(rec.index in INDEX_RANGES[split] for rec in recs)
             assert {rec.speaker for rec in recs} == {utt.speaker}
             words = utt.text.split()
             assert words == [digits.DIGIT_WORDS[rec.digit] for rec in recs]
@@ -178,7 +180,9 @@ def test_bad_options_are_errors(fake_fsdd: Path, tmp_path: Path) -> None:
         digits.build_corpus(tmp_path / "nowhere", tmp_path, SMALL)
 
 
-def test_cli_builds_and_prints_summary(fake_fsdd: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_builds_and_prints_summary(
+    fake_fsdd: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     argv = ["--fsdd-dir", str(fake_fsdd), "--out", str(tmp_path), "--num-train", "3", "--num-dev", "2"]
     assert digits.main([*argv, "--num-test", "1", "--min-digits", "2", "--max-digits", "2"]) == 0
     out = capsys.readouterr().out
@@ -311,13 +315,26 @@ def test_librispeech_errors(fake_librispeech: Path, tmp_path: Path) -> None:
 
 
 def test_librispeech_download_table_and_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert sorted(libri.SUBSET_MD5) == sorted(
-        ["dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360", "train-other-500"]
-    )
+    standard = ["dev-clean", "dev-other", "test-clean", "test-other"]
+    standard += ["train-clean-100", "train-clean-360", "train-other-500"]
+    assert sorted(libri.SUBSET_MD5) == sorted(standard)
     assert all(re.fullmatch(r"[0-9a-f]{32}", md5) for md5 in libri.SUBSET_MD5.values())
-    calls = []
-    monkeypatch.setattr(libri, "download", lambda url, dest, md5: calls.append((url, md5)) or Path(dest) / "a.tgz")
-    monkeypatch.setattr(libri, "extract", lambda archive, dest: calls.append(("extract", archive)) or dest)
+    downloads, extracts = [], []
+
+    def fake_download(url: str, dest: Path, md5: str) -> Path:
+        downloads.append((url, md5))
+        return Path(dest) / url.rsplit("/", 1)[1]
+
+    def fake_extract(archive: Path, dest: Path) -> Path:
+        extracts.append(archive.name)
+        return Path(dest)
+
+    monkeypatch.setattr(libri, "download", fake_download)
+    monkeypatch.setattr(libri, "extract", fake_extract)
     assert libri.download_subsets(["dev-clean", "test-clean"], tmp_path) == tmp_path
-    assert calls[0] == ("https://www.openslr.org/resources/12/dev-clean.tar.gz", libri.SUBSET_MD5["dev-clean"])
-    assert calls[2] == ("https://www.openslr.org/resources/12/test-clean.tar.gz", libri.SUBSET_MD5["test-clean"])
+    mirror = "https://www.openslr.org/resources/12"
+    assert downloads == [
+        (f"{mirror}/dev-clean.tar.gz", "42e2234ba48799c1f50f24a7926300a1"),
+        (f"{mirror}/test-clean.tar.gz", "32fa31d27d2e1cad72775fee3f4849a9"),
+    ]
+    assert extracts == ["dev-clean.tar.gz", "test-clean.tar.gz"]

@@ -1,0 +1,197 @@
+"""The ``asr-s2s`` command: parses arguments, then calls library functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from asr_s2s import __version__
+from asr_s2s.errors import AsrError
+
+log = logging.getLogger("asr_s2s")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors print one line (with a hint to ``--help``) instead of the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_common(p: argparse.ArgumentParser, top: bool = False) -> None:
+    # Subcommands accept the flags too; SUPPRESS keeps them from resetting a flag given before the command.
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("--debug", action="store_true", default=default, help="show tracebacks and debug logs")
+    p.add_argument("--quiet", action="store_true", default=default, help="only warnings; no progress bars")
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.NAME=VALUE",
+        help="override one config value, e.g. --set model.encoder_layers=4 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one subcommand per job."""
+    parser = _Parser(
+        prog="asr-s2s",
+        description="Speech recognition: log-mel -> stacked LSTM encoder -> final states -> character decoder.",
+    )
+    parser.add_argument("--version", action="version", version=f"asr-s2s {__version__}")
+    _add_common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a model on JSONL manifests", description="Train a model.")
+    p.add_argument("--config", type=Path, help="YAML config (defaults when omitted)")
+    p.add_argument("--train", type=Path, required=True, help="training manifest (JSONL)")
+    p.add_argument("--dev", type=Path, required=True, help="dev manifest (JSONL), scored every epoch")
+    p.add_argument(
+        "--out", type=Path, required=True, help="experiment directory (checkpoints, logs, model.pt)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt when it exists")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad manifest line or audio file")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    _add_set(p)
+    _add_common(p)
+
+    p = sub.add_parser(
+        "evaluate", help="WER/CER of a model on a manifest", description="Score a model on a manifest."
+    )
+    p.add_argument("--model", type=Path, required=True, help="model bundle or checkpoint")
+    p.add_argument("--manifest", type=Path, required=True, help="manifest with reference texts")
+    p.add_argument("--out", type=Path, required=True, help="folder for the report files")
+    p.add_argument("--beam-size", type=int, help="beam width (default: the model's decode.beam_size)")
+    p.add_argument("--batch-size", type=int, help="utterances decoded together")
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "transcribe", help="transcribe audio files or folders", description="Transcribe audio."
+    )
+    p.add_argument("--model", type=Path, required=True, help="model bundle or checkpoint")
+    p.add_argument("inputs", nargs="+", type=Path, help="audio files or folders (searched recursively)")
+    p.add_argument(
+        "--format", choices=["txt", "json", "jsonl", "srt", "vtt"], default="txt", help="output format"
+    )
+    p.add_argument("--output-dir", type=Path, help="write one file per input here (default: print to stdout)")
+    p.add_argument("--beam-size", type=int, help="beam width (default: the model's decode.beam_size)")
+    p.add_argument("--batch-size", type=int, help="segments decoded together")
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "export",
+        help="write a one-file model bundle from a checkpoint",
+        description="Strip a training checkpoint down to a model bundle.",
+    )
+    p.add_argument("checkpoint", type=Path, help="training checkpoint (last.pt, best.pt, ...)")
+    p.add_argument("output", type=Path, help="model file to write")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "config",
+        help="print the resolved configuration as YAML",
+        description="Show the configuration that a config file and overrides resolve to.",
+    )
+    p.add_argument("--config", type=Path, help="YAML config")
+    _add_set(p)
+    _add_common(p)
+    return parser
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s" if debug else "%(message)s")
+
+
+def _run(args: argparse.Namespace) -> int:
+    progress = not args.quiet
+    if args.command == "train":
+        from asr_s2s.config import load_config
+        from asr_s2s.train import train
+
+        config = load_config(args.config, args.overrides)
+        result = train(
+            config,
+            args.train,
+            args.dev,
+            args.out,
+            resume=args.resume,
+            strict=args.strict,
+            device=args.device,
+            progress=progress,
+        )
+        print(f"best dev WER {100 * result.best_wer:.2f}%  model: {result.model_path}")
+    elif args.command == "evaluate":
+        from asr_s2s.evaluate import evaluate_manifest
+        from asr_s2s.transcribe import load_model
+
+        model = load_model(args.model, device=args.device)
+        report = evaluate_manifest(
+            model,
+            args.manifest,
+            args.out,
+            beam_size=args.beam_size,
+            batch_size=args.batch_size,
+            progress=progress,
+        )
+        print(report.table())
+    elif args.command == "transcribe":
+        from asr_s2s.transcribe import load_model, transcribe_files
+
+        model = load_model(args.model, device=args.device)
+        transcribe_files(
+            model,
+            args.inputs,
+            output_format=args.format,
+            output_dir=args.output_dir,
+            beam_size=args.beam_size,
+            batch_size=args.batch_size,
+            progress=progress,
+        )
+    elif args.command == "export":
+        from asr_s2s.checkpoint import export_model
+
+        export_model(args.checkpoint, args.output)
+        print(f"wrote {args.output}")
+    elif args.command == "config":
+        import yaml
+
+        from asr_s2s.config import load_config
+
+        print(yaml.safe_dump(load_config(args.config, args.overrides).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``asr-s2s`` and ``python -m asr_s2s``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.debug, args.quiet)
+    try:
+        return _run(args)
+    except AsrError as err:
+        if args.debug:
+            raise
+        from asr_s2s.train import Interrupted
+
+        print(f"asr-s2s: {'stopped' if isinstance(err, Interrupted) else 'error'}: {err}", file=sys.stderr)
+        return 130 if isinstance(err, Interrupted) else 1
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("asr-s2s: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
