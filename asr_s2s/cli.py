@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, one subcommand per job."""
     parser = _Parser(
         prog="asr-s2s",
-        description="Speech recognition: log-mel -> stacked LSTM encoder -> final states -> character decoder.",
+        description="Speech recognition: log-mel, stacked LSTM encoder, final states, character decoder.",
     )
     parser.add_argument("--version", action="version", version=f"asr-s2s {__version__}")
     _add_common(parser, top=True)

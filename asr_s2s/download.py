@@ -163,6 +163,18 @@ def _fetch(url: str, part: Path, timeout: float) -> None:
         )
 
 
+def _extract_stamp(archive: Path, dest_dir: Path) -> Path:
+    return dest_dir / f".{archive.name}.extracted"
+
+
+def is_extracted(archive: str | Path, dest_dir: str | Path) -> bool:
+    """Whether :func:`extract` already finished extracting ``archive`` into ``dest_dir``.
+
+    Lets callers skip the download of an archive that was extracted and then deleted.
+    """
+    return _extract_stamp(Path(archive), Path(dest_dir)).is_file()
+
+
 def extract(archive: str | Path, dest_dir: str | Path) -> Path:
     """Extract a ``.tar.gz``/``.tgz``/``.tar``/``.zip`` archive into ``dest_dir``; returns ``dest_dir``.
 
@@ -172,7 +184,7 @@ def extract(archive: str | Path, dest_dir: str | Path) -> Path:
     """
     archive = Path(archive)
     dest_dir = Path(dest_dir)
-    stamp = dest_dir / f".{archive.name}.extracted"
+    stamp = _extract_stamp(archive, dest_dir)
     if stamp.is_file():
         log.info("%s already extracted into %s", archive, dest_dir)
         return dest_dir

@@ -28,7 +28,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from asr_s2s.download import download, extract
+from asr_s2s.download import download, extract, is_extracted
 from asr_s2s.errors import AsrError, AudioError
 from asr_s2s.manifest import Utterance, write_manifest
 
@@ -277,11 +277,13 @@ def fetch_fsdd(download_dir: str | Path, sha256: str | None = None) -> Path:
             "Pass --fsdd-sha256 HEX (the archive's SHA-256 from a trusted copy), or download and "
             "extract FSDD yourself and pass --fsdd-dir"
         )
-    archive = download(FSDD_URL, download_dir, sha256=checksum, filename=f"fsdd-v{FSDD_VERSION}.tar.gz")
-    extract(archive, download_dir)
+    archive_name = f"fsdd-v{FSDD_VERSION}.tar.gz"
+    if not is_extracted(archive_name, download_dir):
+        archive = download(FSDD_URL, download_dir, sha256=checksum, filename=archive_name)
+        extract(archive, download_dir)
     recordings = Path(download_dir) / f"free-spoken-digit-dataset-{FSDD_VERSION}" / "recordings"
     if not recordings.is_dir():
-        raise AsrError(f"{archive}: no recordings/ folder after extraction (expected {recordings})")
+        raise AsrError(f"{download_dir}: no recordings/ folder after extraction (expected {recordings})")
     return recordings
 
 

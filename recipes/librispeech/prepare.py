@@ -20,7 +20,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from asr_s2s.download import download, extract
+from asr_s2s.download import download, extract, is_extracted
 from asr_s2s.errors import AsrError
 from asr_s2s.manifest import Utterance, write_manifest
 
@@ -154,11 +154,17 @@ def prepare(root: str | Path, subsets: Sequence[str], out_dir: str | Path) -> li
 
 
 def download_subsets(subsets: Sequence[str], download_dir: str | Path) -> Path:
-    """Download (resuming, MD5-verified) and extract the subsets; returns ``download_dir``."""
+    """Download (resuming, MD5-verified) and extract the subsets; returns ``download_dir``.
+
+    A subset already extracted there is skipped, even if its archive was deleted since.
+    """
     unknown = [s for s in subsets if s not in SUBSET_MD5]
     if unknown:
         raise AsrError(f"cannot download unknown subset(s) {unknown}; known: {sorted(SUBSET_MD5)}")
     for subset in subsets:
+        if is_extracted(f"{subset}.tar.gz", download_dir):
+            log.info("%s already downloaded and extracted into %s", subset, download_dir)
+            continue
         archive = download(f"{MIRROR}/{subset}.tar.gz", download_dir, md5=SUBSET_MD5[subset])
         extract(archive, download_dir)
     return Path(download_dir)
