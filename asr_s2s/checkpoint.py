@@ -14,6 +14,7 @@ import torch
 
 from asr_s2s.config import Config
 from asr_s2s.errors import AsrError, CheckpointError
+from asr_s2s.manifest import _make_readable
 from asr_s2s.model import Seq2Seq
 from asr_s2s.text import Vocabulary
 
@@ -37,6 +38,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        _make_readable(tmp)
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

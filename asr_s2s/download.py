@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -27,6 +28,8 @@ from asr_s2s.errors import AsrError
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+# Raised by tarfile's "data" filter (absent from Python versions that lack the filter).
+_TAR_FILTER_ERRORS = getattr(tarfile, "FilterError", ())
 
 
 class DownloadError(AsrError):
@@ -178,9 +181,9 @@ def is_extracted(archive: str | Path, dest_dir: str | Path) -> bool:
 def extract(archive: str | Path, dest_dir: str | Path) -> Path:
     """Extract a ``.tar.gz``/``.tgz``/``.tar``/``.zip`` archive into ``dest_dir``; returns ``dest_dir``.
 
-    Members that would escape ``dest_dir`` (absolute paths, ``..``, links pointing outside) make
-    the whole extraction fail before anything is written. A stamp file
-    ``dest_dir/.<archive name>.extracted`` makes later calls a no-op.
+    A member that would escape ``dest_dir`` (absolute path, ``..``, link pointing outside) stops
+    the extraction with :class:`ExtractError` before it is written. A stamp file
+    ``dest_dir/.<archive name>.extracted``, written once all went well, makes later calls a no-op.
     """
     archive = Path(archive)
     dest_dir = Path(dest_dir)
@@ -199,6 +202,8 @@ def extract(archive: str | Path, dest_dir: str | Path) -> Path:
             _extract_tar(archive, dest_dir)
         else:
             raise ExtractError(f"{archive}: unsupported archive type (expected .tar.gz, .tgz, .tar or .zip)")
+    except _TAR_FILTER_ERRORS as err:
+        raise ExtractError(f"{archive}: unsafe member ({err})") from None
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as err:
         raise ExtractError(f"{archive}: corrupt archive ({err})") from None
     stamp.write_text(f"{archive.name}\n", encoding="utf-8")
@@ -216,27 +221,33 @@ def _safe_target(dest_dir: Path, member: str, archive: Path) -> Path:
 
 def _extract_tar(archive: Path, dest_dir: Path) -> None:
     with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        for member in members:
-            target = _safe_target(dest_dir, member.name, archive)
-            if member.issym():
-                # A symlink's target is relative to the link's own folder.
-                link = PurePosixPath(member.linkname)
-                resolved = (target.parent / link).resolve()
-                if link.is_absolute() or not resolved.is_relative_to(dest_dir.resolve()):
-                    raise ExtractError(
-                        f"{archive}: link {member.name!r} -> {member.linkname!r} points outside {dest_dir}"
-                    )
-            elif member.islnk():
-                # A hard link's target is a path inside the archive.
-                _safe_target(dest_dir, member.linkname, archive)
-            elif not (member.isfile() or member.isdir()):
-                raise ExtractError(f"{archive}: member {member.name!r} is not a file or folder")
-        # Everything was checked above; the "data" filter (Python >= 3.12, backported) checks again.
+        # Members are checked as extractall() reaches them: one pass over the (possibly huge)
+        # compressed stream, where listing them first would decompress it twice.
+        members = _checked_tar_members(tar, dest_dir, archive)
         if hasattr(tarfile, "data_filter"):
+            # The "data" filter (Python >= 3.12, backported to 3.10/3.11 updates) checks again.
             tar.extractall(dest_dir, members=members, filter="data")
         else:
             tar.extractall(dest_dir, members=members)
+
+
+def _checked_tar_members(tar: tarfile.TarFile, dest_dir: Path, archive: Path) -> Iterator[tarfile.TarInfo]:
+    for member in tar:
+        target = _safe_target(dest_dir, member.name, archive)
+        if member.issym():
+            # A symlink's target is relative to the link's own folder.
+            link = PurePosixPath(member.linkname)
+            resolved = (target.parent / link).resolve()
+            if link.is_absolute() or not resolved.is_relative_to(dest_dir.resolve()):
+                raise ExtractError(
+                    f"{archive}: link {member.name!r} -> {member.linkname!r} points outside {dest_dir}"
+                )
+        elif member.islnk():
+            # A hard link's target is a path inside the archive.
+            _safe_target(dest_dir, member.linkname, archive)
+        elif not (member.isfile() or member.isdir()):
+            raise ExtractError(f"{archive}: member {member.name!r} is not a file or folder")
+        yield member
 
 
 def _extract_zip(archive: Path, dest_dir: Path) -> None:

@@ -152,6 +152,13 @@ def read_manifest(
     return utts
 
 
+def _make_readable(path: str) -> None:
+    # mkstemp creates files only the owner may read; give them the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative: bool = False) -> int:
     """Write a manifest atomically; returns the number of lines.
 
@@ -167,6 +174,7 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative: 
             for utt in utterances:
                 handle.write(json.dumps(utt.to_json(base_dir), ensure_ascii=False) + "\n")
                 count += 1
+        _make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -338,3 +338,7 @@ def test_librispeech_download_table_and_calls(tmp_path: Path, monkeypatch: pytes
         (f"{mirror}/test-clean.tar.gz", "32fa31d27d2e1cad72775fee3f4849a9"),
     ]
     assert extracts == ["dev-clean.tar.gz", "test-clean.tar.gz"]
+    # An extracted subset is neither downloaded nor extracted again, even with its archive gone.
+    monkeypatch.setattr(libri, "is_extracted", lambda archive, dest: archive == "dev-clean.tar.gz")
+    libri.download_subsets(["dev-clean"], tmp_path)
+    assert len(downloads) == 2 and len(extracts) == 2
