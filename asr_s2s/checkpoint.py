@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import torch
 
 from asr_s2s.config import Config
 from asr_s2s.errors import AsrError, CheckpointError
-from asr_s2s.manifest import _make_readable
+from asr_s2s.fileio import atomic_write
 from asr_s2s.model import Seq2Seq
 from asr_s2s.text import Vocabulary
 
@@ -23,34 +21,12 @@ KINDS = ("checkpoint", "model")
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
-
-    A crash at any moment leaves either the old file or the new one, never a partial file.
-    """
-    path = Path(path)
+    """``torch.save`` atomically: a crash leaves the previous file intact, never a partial one."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise CheckpointError(path, f"cannot write ({err.strerror or err})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_write(path, "wb") as handle:
             torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _make_readable(tmp)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(path, f"cannot write ({err.strerror or err})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

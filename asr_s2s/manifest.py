@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from asr_s2s.errors import ManifestError
+from asr_s2s.fileio import atomic_write
 
 
 @dataclass(frozen=True)
@@ -152,31 +151,16 @@ def read_manifest(
     return utts
 
 
-def _make_readable(path: str) -> None:
-    # mkstemp creates files only the owner may read; give them the usual permissions.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative: bool = False) -> int:
     """Write a manifest atomically; returns the number of lines.
 
     With ``relative`` the audio paths are stored relative to the manifest's folder when possible.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     base_dir = path.parent if relative else None
     count = 0
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for utt in utterances:
-                handle.write(json.dumps(utt.to_json(base_dir), ensure_ascii=False) + "\n")
-                count += 1
-        _make_readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        for utt in utterances:
+            handle.write(json.dumps(utt.to_json(base_dir), ensure_ascii=False) + "\n")
+            count += 1
     return count

@@ -1,0 +1,143 @@
+"""Shared fixtures: generated audio, tiny manifests and configs, and the shared real-data paths.
+
+Everything generated here is small (a fraction of a second of audio per file) so that tests stay
+fast on a two-core machine. Real data is read in place from ``../shared/data``; never copy it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+FSDD_DIR = SHARED_DATA / "fsdd" / "recordings"
+LIBRISPEECH_FLAC = (
+    SHARED_DATA / "librispeech-sample/LibriSpeech/dev-clean/2412/153948/2412-153948-0000.flac"
+)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> None:
+    # The test machine has two cores shared with other jobs: one intra-op thread per process avoids
+    # oversubscription. Only applied when a test module already imported torch.
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def sine(freq: float, seconds: float, sr: int = 16000, amp: float = 0.5, phase: float = 0.0) -> np.ndarray:
+    """A float32 sine wave."""
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (amp * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
+
+
+def noise(seconds: float, sr: int = 16000, amp: float = 0.1, seed: int = 0) -> np.ndarray:
+    """Float32 white noise, reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return (amp * rng.standard_normal(int(round(seconds * sr)))).astype(np.float32)
+
+
+@pytest.fixture
+def make_sine() -> Callable[..., np.ndarray]:
+    return sine
+
+
+@pytest.fixture
+def make_noise() -> Callable[..., np.ndarray]:
+    return noise
+
+
+def write_audio(path: Path, wave: np.ndarray, sr: int = 16000, subtype: str | None = None) -> Path:
+    """Write ``(samples,)`` or ``(samples, channels)`` audio; the format follows the suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), wave, sr, subtype=subtype)
+    return path
+
+
+@pytest.fixture
+def write_wav() -> Callable[..., Path]:
+    return write_audio
+
+
+def build_manifest(
+    folder: Path,
+    texts: Sequence[str],
+    seconds: Sequence[float] | float = 0.4,
+    sr: int = 16000,
+    name: str = "manifest.jsonl",
+    relative: bool = True,
+) -> Path:
+    """Write one noisy two-tone WAV per text (distinct per utterance) and a manifest of them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    durations = [seconds] * len(texts) if isinstance(seconds, int | float) else list(seconds)
+    lines = []
+    for i, (text, dur) in enumerate(zip(texts, durations, strict=True)):
+        wave = sine(200 + 150 * i, dur, sr, amp=0.3) + sine(1800 - 100 * i, dur, sr, amp=0.1)
+        wave = wave + noise(dur, sr, amp=0.01, seed=i)
+        audio = write_audio(folder / "audio" / f"utt{i:03d}.wav", wave, sr)
+        n = len(wave)
+        lines.append(
+            {
+                "audio_filepath": str(audio.relative_to(folder)) if relative else str(audio),
+                "duration": n / sr,
+                "text": text,
+            }
+        )
+    path = folder / name
+    path.write_text("".join(json.dumps(rec) + "\n" for rec in lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_manifest(tmp_path: Path) -> Callable[..., Path]:
+    """``tiny_manifest(texts, seconds=0.4, name=...)`` -> manifest path under ``tmp_path/data``."""
+
+    def make(texts: Sequence[str], seconds: Sequence[float] | float = 0.4, **kwargs) -> Path:
+        return build_manifest(tmp_path / "data", texts, seconds, **kwargs)
+
+    return make
+
+
+def tiny_config(**overrides):
+    """A Config with a very small model (1-layer 32-unit LSTMs) for fast tests; ``section__name=value``."""
+    from asr_s2s.config import Config
+
+    config = Config()
+    m, t = config.model, config.train
+    m.encoder_hidden, m.encoder_layers, m.decoder_hidden, m.decoder_layers = 32, 1, 32, 1
+    m.embedding_dim, m.stack_frames = 16, 3
+    config.features.n_mels = 20
+    t.max_frames, t.epochs, t.warmup_steps, t.log_every = 200, 1, 1, 1
+    t.checkpoint_every, t.amp = 1000, False
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        setattr(getattr(config, section), name, value)
+    return config
+
+
+@pytest.fixture
+def make_config() -> Callable[..., object]:
+    return tiny_config
+
+
+def fsdd_files(pattern: str = "*.wav") -> list[Path]:
+    """Real FSDD recordings (sorted), or a skip when the shared data is absent."""
+    if not FSDD_DIR.is_dir():
+        pytest.skip(f"shared FSDD data not found at {FSDD_DIR}")
+    files = sorted(FSDD_DIR.glob(pattern))
+    if not files:
+        pytest.skip(f"no FSDD files match {pattern}")
+    return files
+
+
+@pytest.fixture
+def librispeech_flac() -> Path:
+    if not LIBRISPEECH_FLAC.is_file():
+        pytest.skip(f"shared LibriSpeech sample not found at {LIBRISPEECH_FLAC}")
+    return LIBRISPEECH_FLAC
