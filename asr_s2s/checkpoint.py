@@ -39,6 +39,10 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu") -> dic
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for corrupt archives
+        if "Unsupported global" in str(err):  # a valid archive of arbitrary objects (e.g. a pickled module)
+            raise CheckpointError(
+                path, "not an asr-s2s model or checkpoint (holds Python objects that are not loaded)"
+            ) from None
         reason = "truncated or corrupt file" if path.stat().st_size else "empty file (0 bytes)"
         raise CheckpointError(
             path, f"not a readable asr-s2s model ({reason}: {type(err).__name__})"

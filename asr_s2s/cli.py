@@ -164,6 +164,11 @@ def _run(args: argparse.Namespace) -> int:
 
         export_model(args.checkpoint, args.output)
         print(f"wrote {args.output}")
+    elif args.command == "report":
+        from asr_s2s.report import write_report
+
+        for name, path in write_report(args.exp, args.eval, args.out, args.audio, args.reference).items():
+            print(f"{name}: {path}")
     elif args.command == "config":
         import yaml
 

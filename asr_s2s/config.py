@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -75,8 +76,8 @@ class TrainConfig:
     ctc_weight: float = 0.3
     spec_augment: bool = True
     curriculum_epochs: int = 0
-    curriculum_max_words: int = 2
     scheduled_sampling: float = 0.0
+    token_dropout: float = 0.0
     cache_features: bool = True
     num_workers: int = 0
     amp: bool = True
@@ -150,6 +151,8 @@ def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, int) and value in (0, 1):  # `--set x=1` arrives as YAML's int 1
+            return bool(value)
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             return value.lower() in ("true", "yes", "1", "on")
         raise ConfigError(f"{source}: '{key}' expects true or false, got {value!r}")
@@ -158,13 +161,17 @@ def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{key}' expects a number, got {value!r}")
         try:
             number = float(value) if isinstance(value, str) else value
+            if not math.isfinite(float(number)):
+                raise ValueError
             if kind is int:
                 if float(number) != int(float(number)):
                     raise ValueError
                 return int(float(number))
             return float(number)
         except (TypeError, ValueError):
-            raise ConfigError(f"{source}: '{key}' expects {kind.__name__}, got {value!r}") from None
+            raise ConfigError(
+                f"{source}: '{key}' expects a finite {kind.__name__}, got {value!r}"
+            ) from None
     if kind is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)
@@ -226,8 +233,10 @@ def validate(config: Config) -> None:
     m, t, f = config.model, config.train, config.features
     checks = [
         (
-            m.attention in ("none", "additive", "location"),
-            "model.attention must be none, additive or location",
+            # Seq2Seq implements no attention: reject rather than silently ignore other values.
+            m.attention == "none",
+            f"model.attention={m.attention!r} is not implemented (only 'none': the decoder sees "
+            "the audio through the encoder's final states)",
         ),
         (m.stack_frames >= 1, "model.stack_frames must be >= 1"),
         (m.encoder_layers >= 1 and m.decoder_layers >= 1, "model layers must be >= 1"),

@@ -81,7 +81,7 @@ class AsrDataset(Dataset[Example]):
             utt.audio_filepath,
             self.extractor.cfg.sample_rate,
             utt.offset,
-            utt.duration if utt.offset else None,
+            utt.duration,  # as NeMo: a segment [offset, offset + duration], also when offset is 0
         )
         return self.extractor(wave)
 
@@ -165,10 +165,12 @@ def collate(examples: Sequence[Example], pad_id: int = Vocabulary.pad_id) -> Bat
 
 
 class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of similar-length utterances whose padded size stays under ``max_frames``.
+    """Batches of similar-length utterances whose padded size stays under ``max_frames``
+    (an utterance longer than that, but within ``max_utt_frames``, is a batch by itself).
 
     Each epoch the lengths are jittered, sorted into batches and the batch order shuffled, all from
-    ``seed + epoch``. Under distributed training every rank gets the same number of batches (the
+    ``seed + epoch`` (or kept shortest first, for a curriculum). Under distributed training every
+    rank gets the same number of batches (the
     list is padded by repeating batches) and its own share of them. ``start_batch`` skips the first
     batches of the current epoch, to resume mid-epoch.
     """
@@ -191,20 +193,22 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.world_size = world_size
         self.epoch = 0
         self.start_batch = 0
+        # Utterances over ``max_utt_frames`` (default: ``max_frames``) are skipped; one between the
+        # two limits gets a batch of its own (e.g. dev scoring passes a huge ``max_utt_frames``).
         limit = max_utt_frames if max_utt_frames is not None else max_frames
-        self.too_long = [i for i, f in enumerate(self.frames) if f > min(limit, max_frames)]
+        self.too_long = [i for i, f in enumerate(self.frames) if f > limit]
         if self.too_long:
             log.warning("skipping %d utterances longer than the limit", len(self.too_long))
         self._allowed = np.setdiff1d(np.arange(len(self.frames)), self.too_long)
-        self._subset: np.ndarray | None = None
+        self.shortest_first = False
 
-    def set_epoch(self, epoch: int, subset: Sequence[int] | None = None) -> None:
-        """Select the epoch (and optionally a subset of utterance indices, e.g. for a curriculum)."""
+    def set_epoch(self, epoch: int, shortest_first: bool = False) -> None:
+        """Select the epoch; ``shortest_first`` orders its batches by length (a curriculum)."""
         self.epoch = epoch
-        self._subset = None if subset is None else np.intersect1d(self._allowed, np.asarray(subset))
+        self.shortest_first = shortest_first
 
     def _all_batches(self) -> list[list[int]]:
-        indices = self._allowed if self._subset is None else self._subset
+        indices = self._allowed
         if len(indices) == 0:
             return []
         rng = np.random.default_rng(self.seed + 1000003 * self.epoch)
@@ -224,7 +228,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             longest = longest_if
         if current:
             batches.append(current)
-        if self.shuffle:
+        if self.shuffle and not self.shortest_first:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         if self.world_size > 1:
             per_rank = math.ceil(len(batches) / self.world_size)
@@ -243,5 +247,6 @@ class BucketBatchSampler(Sampler[list[int]]):
 
 
 def num_frames(duration: float, hop_ms: float) -> int:
-    """Approximate feature frames of an utterance of ``duration`` seconds."""
-    return 1 + int(duration * 1000.0 / hop_ms)
+    """Feature frames of an utterance of ``duration`` seconds (exact for a whole number of samples)."""
+    # The epsilon absorbs float error: 2.01 * 1000 / 10 is 200.99999999999997, not 201.
+    return 1 + int(duration * 1000.0 / hop_ms + 1e-6)

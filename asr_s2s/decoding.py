@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from asr_s2s.config import DecodeConfig
@@ -56,8 +58,13 @@ def beam_search(
 ) -> list[list[int]]:
     """Beam search of width ``cfg.beam_size`` for a batch; returns the best hypothesis per utterance.
 
-    Hypotheses end at <eos>; they are ranked by ``log p / length ** cfg.length_penalty``. An
-    utterance stops once it has ``beam_size`` ended hypotheses or reaches its length limit.
+    Each step keeps the ``beam_size`` best live prefixes (by summed log-probability); one whose
+    <eos> is among the step's ``beam_size`` best extensions ends. Ended hypotheses are ranked by
+    ``log p / length ** cfg.length_penalty`` (``log p`` summed over the characters and the <eos>,
+    ``length`` counting the <eos>). An utterance stops once its best ended hypothesis scores at
+    least as well as the best live one would, ending at this length, or at its length limit
+    (:func:`max_output_lengths`), where the live hypotheses join the ended ones unterminated, as
+    greedy search's would. With ``beam_size == 1`` the result equals :func:`greedy_search`'s.
     """
     cfg = cfg or DecodeConfig()
     k = cfg.beam_size
@@ -96,18 +103,30 @@ def beam_search(
             [seqs.gather(1, beam[:, :, None].expand(-1, -1, seqs.shape[2])), token[:, :, None]], 2
         )
         scores = keep_scores
+        norm = (t + 1) ** cfg.length_penalty
         for b in range(batch):
-            if not done[b] and (len(ended[b]) >= k or t + 1 >= limit[b]):
+            if done[b]:
+                continue
+            if t + 1 >= limit[b]:
+                # Cut off at the length limit: the live hypotheses compete with the ended ones.
                 done[b] = True
-                if not ended[b]:
-                    ended[b].append((float(scores[b, 0]), seqs[b, 0].tolist()))
+                ended[b] += [
+                    (float(scores[b, j]) / norm, seqs[b, j].tolist())
+                    for j in range(k)
+                    if math.isfinite(float(scores[b, j]))
+                ]
+            elif ended[b] and max(h[0] for h in ended[b]) >= float(scores[b, 0]) / norm:
+                # No live hypothesis scores better, even were it to end now. Exact for
+                # length_penalty 0 (scores only fall); with normalization, longer hypotheses
+                # could still catch up, a chance given up, as in common practice.
+                done[b] = True
         if all(done):
             break
         scores = scores.masked_fill(torch.tensor(done, device=device)[:, None], float("-inf"))
         flat = (beam + torch.arange(batch, device=device)[:, None] * k).view(-1)
         state = state.select(flat)
         tokens = token.view(-1)
-    return [max(hyps, key=lambda h: h[0])[1] for hyps in ended]
+    return [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in ended]
 
 
 def decode(

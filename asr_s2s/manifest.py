@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,13 @@ class Utterance:
 
     def to_json(self, base_dir: Path | None = None) -> dict[str, Any]:
         """The manifest record; paths are written relative to ``base_dir`` when they lie under it."""
-        path = self.audio_filepath
+        # Readers resolve a relative path against the manifest's folder, not the current directory.
+        path = Path(os.path.abspath(self.audio_filepath))
         if base_dir is not None:
-            try:
-                path = path.relative_to(base_dir.resolve())
-            except ValueError:
-                pass
+            for base in (Path(os.path.abspath(base_dir)), base_dir.resolve()):
+                if path.is_relative_to(base):
+                    path = path.relative_to(base)
+                    break
         record: dict[str, Any] = {
             "id": self.id,
             "audio_filepath": str(path),
@@ -123,6 +125,8 @@ def iter_manifest(
     with open(path, "rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
             try:
+                if lineno == 1:
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as err:

@@ -204,9 +204,6 @@ class Trainer:
             world_size=self.dist.world,
             max_utt_frames=num_frames(t.max_duration, config.features.hop_ms),
         )
-        self.short_subset = [
-            i for i, u in enumerate(train_utts) if len(u.text.split()) <= t.curriculum_max_words
-        ]
         self.total_steps = sum(self._epoch_len(e) for e in range(t.epochs))
         if t.schedule == "plateau":
             self.scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -241,11 +238,13 @@ class Trainer:
 
     # ---- setup helpers -------------------------------------------------------------------------
     def _epoch_len(self, epoch: int) -> int:
-        self.sampler.set_epoch(epoch, self._subset(epoch))
+        self.sampler.set_epoch(epoch, self._shortest_first(epoch))
         return len(self.sampler.batches())
 
-    def _subset(self, epoch: int) -> list[int] | None:
-        return self.short_subset if epoch < self.config.train.curriculum_epochs else None
+    def _shortest_first(self, epoch: int) -> bool:
+        # Curriculum: short utterances (few digits, few words) are easy to squeeze through the
+        # final-state bottleneck, so the first epochs go from the shortest batches to the longest.
+        return epoch < self.config.train.curriculum_epochs
 
     def _feature_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         stats = RunningStats(self.config.features.n_mels)
@@ -305,6 +304,12 @@ class Trainer:
         if self.spec_augment is not None:
             feats = self.spec_augment(feats, batch.feat_lens)
         inputs, labels = teacher_forcing_io(batch.tokens, batch.token_lens)
+        if t.token_dropout > 0:
+            # Hiding some previous characters weakens the decoder's language-model shortcut, so it
+            # must take the transcript from the encoder's final states.
+            hide = torch.rand(inputs.shape, device=inputs.device) < t.token_dropout
+            hide[:, 0] = False
+            inputs = inputs.masked_fill(hide & (inputs != Vocabulary.pad_id), Vocabulary.unk_id)
         autocast = self.device.type == "cuda" and t.amp
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=autocast):
             out = self.ddp(feats, batch.feat_lens, inputs, t.scheduled_sampling)
@@ -449,7 +454,7 @@ class Trainer:
         steps_this_run = 0
         hop_s = self.config.features.hop_ms / 1000.0
         while self.epoch < t.epochs and not (t.max_steps and self.step >= t.max_steps):
-            self.sampler.set_epoch(self.epoch, self._subset(self.epoch))
+            self.sampler.set_epoch(self.epoch, self._shortest_first(self.epoch))
             self.sampler.start_batch = self.batch_in_epoch
             bar = tqdm(
                 self.loader,

@@ -117,6 +117,8 @@ def tiny_config(**overrides):
     t.checkpoint_every, t.amp = 1000, False
     for key, value in overrides.items():
         section, name = key.split("__")
+        if not hasattr(getattr(config, section), name):
+            raise AttributeError(f"tiny_config: no option {section}.{name}")
         setattr(getattr(config, section), name, value)
     return config
 
@@ -141,3 +143,31 @@ def librispeech_flac() -> Path:
     if not LIBRISPEECH_FLAC.is_file():
         pytest.skip(f"shared LibriSpeech sample not found at {LIBRISPEECH_FLAC}")
     return LIBRISPEECH_FLAC
+
+
+DIGIT_WORDS = "zero one two three four five six seven eight nine"
+
+
+def tiny_model(seed: int = 0, **overrides):
+    """``(Seq2Seq, Config, Vocabulary)``: a random-init :func:`tiny_config` model over the digit words."""
+    import torch
+
+    from asr_s2s.model import Seq2Seq
+    from asr_s2s.text import Vocabulary
+
+    config = tiny_config(**overrides)
+    vocab = Vocabulary.build([DIGIT_WORDS])
+    torch.manual_seed(seed)
+    model = Seq2Seq(config.model, config.features.n_mels, len(vocab)).eval()
+    return model, config, vocab
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init tiny model bundle written by ``checkpoint.save_model`` (shared; do not modify)."""
+    from asr_s2s.checkpoint import save_model
+
+    model, config, vocab = tiny_model()
+    path = tmp_path_factory.mktemp("tiny_model") / "model.pt"
+    save_model(path, model, config, vocab)
+    return path

@@ -62,6 +62,8 @@ def test_empty_yaml_file_gives_defaults(tmp_path: Path) -> None:
         ("model.bidirectional=false", "model", "bidirectional", False),
         ("model.bidirectional=False", "model", "bidirectional", False),
         ("train.amp=no", "train", "amp", False),
+        ("train.amp=1", "train", "amp", True),
+        ("train.amp=0", "train", "amp", False),
         ("train.spec_augment=true", "train", "spec_augment", True),
         ("train.schedule=constant", "train", "schedule", "constant"),
         ("model.attention= none ", "model", "attention", "none"),
@@ -102,6 +104,8 @@ def test_overrides_apply_after_the_file(tmp_path: Path) -> None:
         ("train.lr=true", "train.lr"),
         ("train.epochs=.inf", "train.epochs"),
         ("train.epochs=.nan", "train.epochs"),
+        ("train.lr=nan", "train.lr"),
+        ("train.max_duration=.inf", "train.max_duration"),
         ("train.schedule=[a, b]", "train.schedule"),
         ("model.encoder_layers", "model.encoder_layers"),  # no '='
     ],
@@ -168,7 +172,8 @@ def test_config_error_is_an_asr_error() -> None:
 
 def test_to_dict_from_dict_round_trip() -> None:
     config = apply_overrides(
-        Config(), ["model.encoder_layers=2", "train.lr=0.5", "model.bidirectional=false", "decode.beam_size=4"]
+        Config(),
+        ["model.encoder_layers=2", "train.lr=0.5", "model.bidirectional=false", "decode.beam_size=4"],
     )
     data = config.to_dict()
     assert set(data) == {"features", "model", "train", "decode"}
@@ -196,6 +201,9 @@ def test_from_dict_missing_keys_take_defaults() -> None:
     ("override", "must_name"),
     [
         ("model.attention=bahdanau", "model.attention"),
+        # The model has no attention: a value it would silently ignore must be rejected.
+        ("model.attention=additive", "model.attention"),
+        ("model.attention=location", "model.attention"),
         ("train.schedule=linear", "train.schedule"),
         ("train.ctc_weight=1.0", "train.ctc_weight"),
         ("train.ctc_weight=-0.1", "train.ctc_weight"),

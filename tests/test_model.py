@@ -1,0 +1,330 @@
+"""Tests for asr_s2s.model: shapes, the Bridge (final states are the decoder's only view of the audio),
+incremental decoding, input reversal, frame stacking and module boundaries."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+import asr_s2s.model as model_module
+from asr_s2s.config import ModelConfig
+from asr_s2s.data import pad_features
+from asr_s2s.loss import cross_entropy, teacher_forcing_io
+from asr_s2s.model import (
+    Bridge,
+    DecoderState,
+    Encoder,
+    EncoderOutput,
+    Seq2Seq,
+    lengths_to_mask,
+    reverse_padded,
+)
+
+N_MELS, VOCAB = 20, 11
+
+
+def _cfg(**changes) -> ModelConfig:
+    base = dict(
+        encoder_hidden=16,
+        encoder_layers=3,
+        decoder_hidden=24,
+        decoder_layers=2,
+        embedding_dim=8,
+        stack_frames=3,
+        encoder_dropout=0.0,
+        decoder_dropout=0.0,
+    )
+    base.update(changes)
+    return ModelConfig(**base)
+
+
+def _model(ctc: bool = False, seed: int = 0, **changes) -> Seq2Seq:
+    torch.manual_seed(seed)
+    model = Seq2Seq(_cfg(**changes), N_MELS, VOCAB, ctc=ctc).eval()
+    model.set_normalization(torch.randn(N_MELS) * 0.5, torch.rand(N_MELS) + 0.5)
+    return model
+
+
+def _batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return pad_features([torch.randn(n, N_MELS, generator=gen) for n in lengths])
+
+
+def _tokens(batch: int, steps: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(4, VOCAB, (batch, steps), generator=gen)
+
+
+def test_shapes() -> None:
+    model = _model(ctc=True)
+    feats, lens = _batch([30, 17, 9])
+    tokens_in = _tokens(3, 6)
+    out = model(feats, lens, tokens_in)
+    assert out.logits.shape == (3, 6, VOCAB)
+    assert out.enc_lengths.tolist() == [10, 6, 3]
+    assert out.ctc_logits.shape == (3, 10, VOCAB)
+    enc = model.encode(feats, lens)
+    assert enc.outputs.shape == (3, 10, 32)
+    assert enc.final[0].shape == enc.final[1].shape == (3, 3, 32)  # (layers, batch, 2 * hidden)
+    state = model.initial_state(enc)
+    assert state.h.shape == state.c.shape == (2, 3, 24)
+    assert _model().ctc_head is None and _model().forward(feats, lens, tokens_in).ctc_logits is None
+
+
+def test_final_states_are_taken_at_each_sequence_end() -> None:
+    # Packed sequences: the forward direction's final state is the output at the last real frame,
+    # the backward direction's is the output at frame 0, for every utterance of a padded batch.
+    model = _model(encoder_layers=1, stack_frames=1)
+    feats, lens = _batch([12, 7, 3])
+    enc = model.encode(feats, lens)
+    h = enc.final[0][-1]  # top layer, (batch, 2H)
+    for i, n in enumerate(lens.tolist()):
+        torch.testing.assert_close(h[i, :16], enc.outputs[i, n - 1, :16])
+        torch.testing.assert_close(h[i, 16:], enc.outputs[i, 0, 16:])
+
+
+def _fake_encoder_output(final: tuple[torch.Tensor, torch.Tensor], time: int, seed: int) -> EncoderOutput:
+    gen = torch.Generator().manual_seed(seed)
+    batch = final[0].shape[1]
+    return EncoderOutput(torch.randn(batch, time, 32, generator=gen), torch.full((batch,), time), final)
+
+
+def _decode_with(model: Seq2Seq, enc: EncoderOutput, tokens_in: torch.Tensor) -> torch.Tensor:
+    logits, _ = model.decoder(tokens_in, model.initial_state(enc))
+    return logits
+
+
+def test_bridge_decoder_depends_only_on_final_states() -> None:
+    """The issue's proof: same final states -> same decoder outputs; other final states -> others."""
+    model = _model()
+    assert model.cfg.attention == "none"
+    gen = torch.Generator().manual_seed(3)
+    final = (torch.randn(3, 2, 32, generator=gen), torch.randn(3, 2, 32, generator=gen))
+    tokens_in = _tokens(2, 7)
+    a = _decode_with(model, _fake_encoder_output(final, time=5, seed=1), tokens_in)
+    b = _decode_with(model, _fake_encoder_output(final, time=40, seed=2), tokens_in)  # other outputs
+    assert torch.equal(a, b)
+    changed = (final[0] + 0.5, final[1])
+    c = _decode_with(model, _fake_encoder_output(changed, time=5, seed=1), tokens_in)
+    assert not torch.allclose(a, c, atol=1e-3)
+    changed_c = (final[0], final[1] - 0.5)
+    d = _decode_with(model, _fake_encoder_output(changed_c, time=5, seed=1), tokens_in)
+    assert not torch.allclose(a, d, atol=1e-3)
+
+
+def test_bridge_full_model_ignores_encoder_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Through Seq2Seq.forward: make the encoder return fixed final states with arbitrary outputs.
+    model = _model()
+    gen = torch.Generator().manual_seed(4)
+    final = (torch.randn(3, 2, 32, generator=gen), torch.randn(3, 2, 32, generator=gen))
+    tokens_in = _tokens(2, 5)
+    calls = iter(range(100))
+
+    def fake_forward(feats: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
+        return _fake_encoder_output(final, time=int(lengths.max()), seed=next(calls))
+
+    monkeypatch.setattr(model.encoder, "forward", fake_forward)
+    out1 = model(*_batch([30, 12], seed=1), tokens_in).logits
+    out2 = model(*_batch([9, 45], seed=2), tokens_in).logits  # different audio, same final states
+    assert torch.equal(out1, out2)
+
+
+def test_real_audio_changes_reach_the_decoder() -> None:
+    model = _model()
+    tokens_in = _tokens(1, 5)
+    feats, lens = _batch([30])
+    base = model(feats, lens, tokens_in).logits
+    feats2 = feats.clone()
+    feats2[0, :3] += 1.0  # only the start: reaches the decoder via the backward final state
+    assert not torch.allclose(base, model(feats2, lens, tokens_in).logits, atol=1e-4)
+
+
+def test_bidirectional_both_directions_reach_the_decoder() -> None:
+    model = _model(encoder_layers=3, decoder_layers=2)
+    assert model.bridge.source == [1, 2]
+    gen = torch.Generator().manual_seed(5)
+    h, c = torch.randn(3, 2, 32, generator=gen), torch.randn(3, 2, 32, generator=gen)
+    enc = EncoderOutput(torch.zeros(2, 4, 32), torch.tensor([4, 4]), (h, c))
+    base = model.initial_state(enc)
+    for layer in (1, 2):
+        for half in (slice(0, 16), slice(16, 32)):  # forward half, backward half
+            for which in (0, 1):  # h, c
+                states = [h.clone(), c.clone()]
+                states[which][layer, :, half] += 1.0
+                changed = model.initial_state(EncoderOutput(enc.outputs, enc.lengths, tuple(states)))
+                assert not torch.allclose(base.h, changed.h) or not torch.allclose(base.c, changed.c)
+                # h feeds h, c feeds c
+                same = changed.c if which == 0 else changed.h
+                assert torch.equal(same, base.c if which == 0 else base.h)
+    # The bottom layer is not one of the decoder's sources.
+    h0 = h.clone()
+    h0[0] += 1.0
+    unchanged = model.initial_state(EncoderOutput(enc.outputs, enc.lengths, (h0, c)))
+    assert torch.equal(unchanged.h, base.h)
+
+
+def test_bridge_layer_mapping_and_pass_through() -> None:
+    assert Bridge(4, 8, 2, 8).source == [2, 3]
+    assert Bridge(1, 8, 3, 8).source == [0, 0, 0]
+    assert Bridge(3, 8, 3, 8).source == [0, 1, 2]
+    # Same size: states pass through unchanged (no parameters).
+    bridge = Bridge(3, 8, 2, 8)
+    assert list(bridge.parameters()) == []
+    h, c = torch.randn(3, 5, 8), torch.randn(3, 5, 8)
+    out_h, out_c = bridge((h, c))
+    assert torch.equal(out_h, h[1:]) and torch.equal(out_c, c[1:])
+    # Different size: a projection per decoder layer, output in tanh range.
+    proj = Bridge(2, 8, 2, 6)
+    out_h, out_c = proj((h[:2] * 100, c[:2] * 100))
+    assert out_h.shape == (2, 5, 6) and out_h.abs().max() <= 1.0
+
+
+def test_bidirectional_bridge_pass_through_concatenates_directions() -> None:
+    model = _model(encoder_hidden=12, decoder_hidden=24, encoder_layers=2, decoder_layers=2)
+    assert not model.bridge.project
+    feats, lens = _batch([15, 8])
+    enc = model.encode(feats, lens)
+    state = model.initial_state(enc)
+    assert torch.equal(state.h, enc.final[0]) and torch.equal(state.c, enc.final[1])
+    # Compare with the LSTM's own (layers * dirs, B, H) layout.
+    x, x_lens = model.encoder.stack(
+        (feats - model.feat_mean) / model.feat_std * lengths_to_mask(lens)[:, :, None], lens
+    )
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, x_lens, batch_first=True, enforce_sorted=False)
+    _, (h_n, _) = model.encoder.lstm(packed)
+    for layer in range(2):
+        torch.testing.assert_close(state.h[layer, :, :12], h_n[2 * layer])
+        torch.testing.assert_close(state.h[layer, :, 12:], h_n[2 * layer + 1])
+
+
+@pytest.mark.parametrize("changes", [{}, {"bidirectional": False, "decoder_layers": 3}])
+def test_step_by_step_equals_teacher_forcing(changes: dict) -> None:
+    model = _model(**changes)
+    feats, lens = _batch([21, 33])
+    tokens_in = _tokens(2, 9)
+    with torch.no_grad():
+        full = model(feats, lens, tokens_in).logits
+        state = model.initial_state(model.encode(feats, lens))
+        steps = []
+        for t in range(tokens_in.shape[1]):
+            logits, state = model.decoder.step(tokens_in[:, t], state)
+            steps.append(logits)
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=0)
+
+
+def test_decoder_state_select() -> None:
+    state = DecoderState(torch.arange(6.0).view(1, 3, 2), -torch.arange(6.0).view(1, 3, 2))
+    picked = state.select(torch.tensor([2, 2, 0]))
+    assert picked.h[0, :, 0].tolist() == [4.0, 4.0, 0.0] and picked.c[0, :, 1].tolist() == [-5.0, -5.0, -1.0]
+
+
+def test_full_model_padding_invariance() -> None:
+    model = _model(ctc=True)
+    lengths = [40, 13, 26]
+    feats, lens = _batch(lengths)
+    tokens_in = _tokens(3, 6)
+    batched = model(feats, lens, tokens_in)
+    for i, n in enumerate(lengths):
+        alone = model(feats[i : i + 1, :n], lens[i : i + 1], tokens_in[i : i + 1])
+        torch.testing.assert_close(batched.logits[i], alone.logits[0], atol=1e-5, rtol=0)
+        m = int(alone.enc_lengths[0])
+        torch.testing.assert_close(batched.ctc_logits[i, :m], alone.ctc_logits[0], atol=1e-5, rtol=0)
+
+
+def test_reverse_padded_reverses_within_length() -> None:
+    x = torch.arange(2 * 5, dtype=torch.float32).view(2, 5, 1)
+    out = reverse_padded(x, torch.tensor([3, 5]))
+    assert out[0, :, 0].tolist() == [2.0, 1.0, 0.0, 3.0, 4.0]  # padding stays put
+    assert out[1, :, 0].tolist() == [9.0, 8.0, 7.0, 6.0, 5.0]
+    assert torch.equal(reverse_padded(out, torch.tensor([3, 5])), x)
+
+
+def test_reverse_input_encoder_sees_reversed_frames() -> None:
+    cfg = _cfg(reverse_input=True, bidirectional=False, stack_frames=1, encoder_layers=1)
+    torch.manual_seed(0)
+    reversed_encoder = Encoder(cfg, N_MELS).eval()
+    plain = Encoder(_cfg(bidirectional=False, stack_frames=1, encoder_layers=1), N_MELS).eval()
+    plain.load_state_dict(reversed_encoder.state_dict())
+    feats, lens = _batch([10, 6])
+    a = reversed_encoder(feats, lens)
+    b = plain(reverse_padded(feats, lens), lens)
+    torch.testing.assert_close(a.outputs, b.outputs)
+    torch.testing.assert_close(a.final[0], b.final[0])
+    # and differs from not reversing
+    assert not torch.allclose(a.final[0], plain(feats, lens).final[0])
+
+
+@pytest.mark.parametrize(("time", "k"), [(9, 3), (10, 3), (11, 3), (7, 1), (5, 4)])
+def test_frame_stacking(time: int, k: int) -> None:
+    encoder = Encoder(_cfg(stack_frames=k), N_MELS)
+    feats = torch.arange(2 * time * 2, dtype=torch.float32).view(2, time, 2)
+    lens = torch.tensor([time, max(1, time - 4)])
+    stacked, new_lens = encoder.stack(feats, lens)
+    out_time = -(-time // k)
+    assert stacked.shape == (2, out_time, k * 2)
+    assert new_lens.tolist() == [-(-int(n) // k) for n in lens]
+    padded = torch.nn.functional.pad(feats, (0, 0, 0, out_time * k - time))
+    for j in range(out_time):
+        assert torch.equal(stacked[:, j], padded[:, j * k : (j + 1) * k].reshape(2, -1))
+
+
+def test_scheduled_sampling_uses_the_models_predictions() -> None:
+    model = _model()
+    feats, lens = _batch([24, 18])
+    tokens_in = torch.cat([torch.full((2, 1), 1), _tokens(2, 6)], dim=1)
+    teacher = model(feats, lens, tokens_in).logits
+    assert torch.equal(model(feats, lens, tokens_in, sampling_prob=0.0).logits, teacher)
+    sampled = model(feats, lens, tokens_in, sampling_prob=1.0).logits
+    # With probability 1 every input after <sos> is the previous step's greedy prediction.
+    predicted = teacher.argmax(-1)[:, :-1]
+    manual_in = torch.cat([tokens_in[:, :1], predicted], dim=1)
+    expected, _ = model.decoder(manual_in, model.initial_state(model.encode(feats, lens)))
+    torch.testing.assert_close(sampled, expected)
+    torch.testing.assert_close(sampled[:, 0], teacher[:, 0])  # the <sos> step is untouched
+
+
+def test_scheduled_sampling_trains() -> None:
+    model = _model(ctc=True, encoder_dropout=0.2, decoder_dropout=0.2).train()
+    feats, lens = _batch([24, 18])
+    tokens = _tokens(2, 5)
+    inputs, labels = teacher_forcing_io(tokens, torch.tensor([5, 3]))
+    out = model(feats, lens, inputs, sampling_prob=0.5)
+    loss = cross_entropy(out.logits, labels) + out.ctc_logits.mean()
+    loss.backward()
+    assert torch.isfinite(loss)
+    # Every parameter gets a gradient (DDP requires no unused parameters).
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert missing == []
+
+
+def test_lengths_to_mask() -> None:
+    mask = lengths_to_mask(torch.tensor([2, 0, 3]), 4)
+    assert mask.tolist() == [[True, True, False, False], [False] * 4, [True, True, True, False]]
+
+
+def test_normalization_buffers_are_saved_and_used() -> None:
+    model = _model()
+    assert {"feat_mean", "feat_std"} <= set(model.state_dict())
+    feats, lens = _batch([12])
+    tokens_in = _tokens(1, 3)
+    before = model(feats, lens, tokens_in).logits
+    model.set_normalization(torch.zeros(N_MELS), torch.ones(N_MELS) * 3)
+    assert not torch.allclose(before, model(feats, lens, tokens_in).logits)
+
+
+def test_model_imports_no_data_or_search_code() -> None:
+    tree = ast.parse(Path(model_module.__file__).read_text(encoding="utf-8"))
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module or "")
+    project = {name for name in imported if name.startswith("asr_s2s")}
+    assert project <= {"asr_s2s.config"}, project
+    forbidden = ("asr_s2s.data", "asr_s2s.decoding", "asr_s2s.audio", "asr_s2s.features", "asr_s2s.train")
+    assert not any(name.startswith(forbidden) for name in imported)
+    assert not any(name.startswith(("torchaudio", "soundfile", "librosa")) for name in imported)

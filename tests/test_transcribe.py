@@ -1,0 +1,386 @@
+"""Transcription API, long-recording chunking, batch transcription of files, output formats, export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import fsdd_files, noise, sine, tiny_model, write_audio
+
+import asr_s2s
+import asr_s2s.transcribe as transcribe_module
+from asr_s2s.audio import load_audio, resample
+from asr_s2s.checkpoint import atomic_save, bundle_payload, load_file, rng_state
+from asr_s2s.cli import main
+from asr_s2s.errors import AsrError, AudioError
+from asr_s2s.transcribe import (
+    Segment,
+    StreamResampler,
+    Transcriber,
+    Transcription,
+    format_srt,
+    format_timestamp,
+    format_vtt,
+    load_model,
+    read_blocks,
+    transcribe_files,
+)
+
+SR = 16000
+SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d\d\d) --> (\d\d:\d\d:\d\d,\d\d\d)\n(.+)$")
+VTT_CUE = re.compile(r"^(\d\d:\d\d:\d\d\.\d\d\d) --> (\d\d:\d\d:\d\d\.\d\d\d)\n(.+)$")
+
+
+@pytest.fixture(scope="module")
+def transcriber(tiny_model_path: Path) -> Transcriber:
+    return load_model(tiny_model_path, device="cpu")
+
+
+def stamp(text: str) -> float:
+    h, m, s = text.replace(",", ".").split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def assert_ordered(spans: list[tuple[float, float]], limit: float) -> None:
+    """Spans are non-empty, increasing, non-overlapping and no longer than ``limit`` seconds."""
+    assert spans
+    for (s0, e0), (s1, e1) in zip(spans, spans[1:]):
+        assert s0 < e0 <= s1 < e1
+    assert all(e - s <= limit + 1e-6 for s, e in spans)
+
+
+# ---- waveforms and files ---------------------------------------------------------------------
+
+
+def test_stereo_44k_file_and_waveforms_agree(tmp_path: Path, transcriber: Transcriber) -> None:
+    stereo = np.stack([sine(330, 1.5, 44100, amp=0.4), sine(520, 1.5, 44100, amp=0.2)], axis=1)
+    path = write_audio(tmp_path / "stereo.wav", stereo, 44100)
+    stored, _ = sf.read(str(path), dtype="float32")  # the PCM-16 samples, as the file holds them
+    result = transcriber.transcribe(path)
+    assert isinstance(result, Transcription)
+    assert result.audio_path == str(path) and result.duration == pytest.approx(1.5)
+    assert result.text and [(s.start, s.end) for s in result.segments] == [(0.0, 1.5)]
+    for audio in (stored, stored.T, torch.from_numpy(stored), torch.from_numpy(stored.T.copy())):
+        same = transcriber.transcribe(audio, sample_rate=44100)
+        assert same.text == result.text and same.audio_path is None
+        assert same.duration == pytest.approx(1.5)
+    pcm = np.round(stored * 32768).clip(-32768, 32767).astype(np.int16)
+    assert transcriber.transcribe(pcm, sample_rate=44100).text == result.text
+
+
+def test_waveform_input_errors(transcriber: Transcriber) -> None:
+    wave = sine(300, 0.5)
+    with pytest.raises(ValueError, match="sample_rate"):
+        transcriber.transcribe(wave)
+    with pytest.raises(ValueError, match="dimensions"):
+        transcriber.transcribe(wave[None, None], sample_rate=SR)
+    with pytest.raises(AudioError, match="NaN"):
+        transcriber.transcribe(np.full(1000, np.nan, dtype=np.float32), sample_rate=SR)
+    with pytest.raises(AudioError, match="no audio"):
+        transcriber.transcribe(np.zeros(0, dtype=np.float32), sample_rate=SR)
+    with pytest.raises(TypeError):
+        transcriber.transcribe(123)  # type: ignore[arg-type]
+
+
+def test_package_level_api(tmp_path: Path, tiny_model_path: Path) -> None:
+    path = write_audio(tmp_path / "tone.wav", sine(440, 0.8))
+    model = asr_s2s.load_model(tiny_model_path, device="cpu")
+    assert isinstance(model, asr_s2s.Transcriber)
+    result = model.transcribe(str(path))
+    # The convenience function lives in asr_s2s.transcribe (the package attribute of that name is
+    # the module once it has been imported).
+    assert result.text == transcribe_module.transcribe(tiny_model_path, path, device="cpu").text
+    assert result.text == transcribe_module.transcribe(model, sine(440, 0.8), sample_rate=SR).text
+    assert model.transcribe(path, beam_size=3).duration == pytest.approx(0.8)
+
+
+def test_stream_resampler_matches_whole_signal() -> None:
+    rng = np.random.default_rng(0)
+    for orig, new, step in [(44100, 16000, 12345), (8000, 16000, 777), (48000, 16000, 4800)]:
+        x = rng.standard_normal(orig * 2 + 13).astype(np.float32)
+        whole = resample(torch.from_numpy(x), orig, new).numpy()
+        stream = StreamResampler(orig, new)
+        pieces = [stream.push(x[i : i + step]) for i in range(0, len(x), step)] + [stream.flush()]
+        np.testing.assert_allclose(np.concatenate(pieces), whole, atol=1e-5)
+
+
+def test_read_blocks_matches_load_audio(tmp_path: Path) -> None:
+    stereo = np.stack([noise(3.0, 44100, seed=1), sine(700, 3.0, 44100, amp=0.3)], axis=1)
+    path = write_audio(tmp_path / "long.flac", stereo, 44100)
+    blocks = list(read_blocks(path, SR, block_seconds=0.7))
+    assert len(blocks) > 3
+    np.testing.assert_allclose(np.concatenate(blocks), load_audio(path, SR)[0].numpy(), atol=1e-5)
+
+
+def test_real_fsdd_recordings(transcriber: Transcriber) -> None:
+    files = fsdd_files("[0-2]_jackson_0.wav")
+    results = transcribe_files(transcriber, files, progress=False)
+    assert [r.audio_path for r in results] == [str(f) for f in files]
+    wave, sr = sf.read(str(files[0]), dtype="float32")
+    assert transcriber.transcribe(wave, sample_rate=sr).text == results[0].text
+
+
+# ---- long recordings -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ten_minutes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[float, float]]]:
+    """A 10-minute recording: tone bursts of 0.5-6 s between silences of 0.6-3 s, a faint noise
+    floor, and a 50 s run of loud noise without any silence. Returns the path and the bursts."""
+    rng = np.random.default_rng(0)
+    wave = noise(600.0, SR, amp=1e-4, seed=7)
+    bursts = []
+    t = 1.0
+    while t < 590.0:
+        if 300.0 <= t < 350.0:
+            t = 350.0 + rng.uniform(0.6, 3.0)
+            continue
+        length = min(rng.uniform(0.5, 6.0), 590.0 - t)
+        burst = sine(rng.uniform(150, 900), length, SR, amp=rng.uniform(0.1, 0.5))
+        start = int(t * SR)
+        wave[start : start + len(burst)] += burst * np.hanning(len(burst)) ** 0.1
+        bursts.append((t, t + length))
+        t += length + rng.uniform(0.6, 3.0)
+    wave[300 * SR : 350 * SR] += noise(50.0, SR, amp=0.2, seed=3)
+    path = write_audio(tmp_path_factory.mktemp("long") / "ten_minutes.wav", wave, SR)
+    return path, bursts
+
+
+def test_ten_minute_file_is_chunked_and_transcribed(
+    ten_minutes: tuple[Path, list[tuple[float, float]]], transcriber: Transcriber
+) -> None:
+    path, bursts = ten_minutes
+    limit = transcriber.max_chunk_seconds
+    spans = [(s, e) for s, e, _ in transcriber.chunks(path)]
+    assert len(spans) > 60
+    assert_ordered(spans, limit)
+    assert spans[-1][1] <= 600.0
+    # Every burst lies whole inside one chunk (give or take an analysis frame).
+    for s, e in bursts:
+        assert any(cs <= s + 0.05 and ce >= e - 0.05 for cs, ce in spans), (s, e)
+    # The 50 s of noise without silence were cut into back-to-back chunks.
+    noisy = [(s, e) for s, e in spans if s < 350.0 and e > 300.0]
+    assert len(noisy) >= 3
+    assert all(e0 == s1 for (_, e0), (s1, _) in zip(noisy, noisy[1:]))
+
+    result = transcriber.transcribe(path, batch_size=16)
+    assert result.duration == pytest.approx(600.0)
+    # Every chunk gets text from the random model, so the segments are exactly the chunks.
+    assert [(s.start, s.end) for s in result.segments] == spans
+    assert result.text == " ".join(s.text for s in result.segments)
+
+
+def test_blocks_do_not_change_the_chunks(monkeypatch: pytest.MonkeyPatch, transcriber: Transcriber) -> None:
+    # Bursts straddling the 5 s block boundaries must come out as with one big block.
+    wave = noise(40.0, SR, amp=1e-4)
+    burst = sine(400, 2.2, SR, amp=0.3)
+    for start in np.arange(1.0, 38.0, 3.3):
+        wave[int(start * SR) : int(start * SR) + len(burst)] += burst
+    one_block = [(s, e) for s, e, _ in transcriber.chunks(wave, sample_rate=SR)]
+    monkeypatch.setattr(transcribe_module, "BLOCK_SECONDS", 5.0)
+    small_blocks = [(s, e) for s, e, _ in transcriber.chunks(wave, sample_rate=SR)]
+    assert len(one_block) == 12
+    assert small_blocks == one_block
+
+
+def test_silence_gives_no_segments(transcriber: Transcriber) -> None:
+    for wave in (np.zeros(30 * SR, dtype=np.float32), noise(30.0, SR, amp=1e-5)):
+        result = transcriber.transcribe(wave, sample_rate=SR)
+        assert result.text == "" and result.segments == [] and result.duration == pytest.approx(30.0)
+
+
+def test_continuous_sound_is_cut_to_the_chunk_limit(tiny_model_path: Path) -> None:
+    short = load_model(tiny_model_path, device="cpu", max_chunk_seconds=2.0)
+    spans = [(s, e) for s, e, _ in short.chunks(sine(300, 9.0) + noise(9.0, amp=0.05), sample_rate=SR)]
+    assert len(spans) >= 5
+    assert_ordered(spans, 2.0)
+    assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(9.0)
+    assert all(e0 == s1 for (_, e0), (s1, _) in zip(spans, spans[1:]))
+
+
+# ---- many files, output formats --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def audio_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Audio in nested folders and formats, plus files that must be ignored."""
+    root = tmp_path_factory.mktemp("tree") / "in"
+    write_audio(root / "a.wav", sine(300, 1.0))
+    write_audio(root / "sub" / "b.flac", np.stack([sine(500, 1.2, 8000), sine(600, 1.2, 8000)], 1), 8000)
+    write_audio(root / "sub" / "deeper" / "c.ogg", sine(700, 0.9, 22050), 22050)
+    write_audio(root / ".hidden" / "d.wav", sine(300, 0.5))
+    write_audio(root / "sub" / ".e.wav", sine(300, 0.5))
+    (root / "notes.txt").write_text("not audio")
+    return root
+
+
+EXPECTED = ["a", "sub/b", "sub/deeper/c"]
+
+
+@pytest.mark.parametrize("fmt", ["txt", "json", "srt", "vtt"])
+def test_folders_are_searched_and_every_format_parses(
+    fmt: str, tmp_path: Path, audio_tree: Path, transcriber: Transcriber
+) -> None:
+    results = transcribe_files(transcriber, [audio_tree], fmt, tmp_path / "out", progress=False)
+    assert [
+        Path(r.audio_path).relative_to(audio_tree).with_suffix("").as_posix() for r in results
+    ] == EXPECTED
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.*"))
+    assert written == [f"{name}.{fmt}" for name in EXPECTED]
+    for name, result in zip(EXPECTED, results):
+        assert result.segments, "the random model spells something for every tone"
+        text = (tmp_path / "out" / f"{name}.{fmt}").read_text(encoding="utf-8")
+        if fmt == "txt":
+            assert text == result.text + "\n"
+        elif fmt == "json":
+            data = json.loads(text)
+            assert data["text"] == result.text and data["audio_path"] == result.audio_path
+            assert data["segments"][0]["start"] == 0.0 and data["duration"] == pytest.approx(result.duration)
+        elif fmt == "srt":
+            cues = [SRT_CUE.match(block) for block in text.strip().split("\n\n")]
+            assert all(cues) and [int(c[1]) for c in cues] == list(range(1, len(cues) + 1))
+            assert stamp(cues[-1][3]) == pytest.approx(result.duration, abs=1e-3)
+        else:
+            header, *blocks = text.strip().split("\n\n")
+            assert header == "WEBVTT"
+            cues = [VTT_CUE.match(block) for block in blocks]
+            assert all(cues) and stamp(cues[0][1]) == 0.0
+
+
+def test_jsonl_collects_all_files(tmp_path: Path, audio_tree: Path, transcriber: Transcriber) -> None:
+    results = transcribe_files(transcriber, [audio_tree], "jsonl", tmp_path, progress=False)
+    lines = (tmp_path / "transcripts.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [r.to_dict() for r in results]
+
+
+def test_stdout_output(
+    capsys: pytest.CaptureFixture[str], audio_tree: Path, transcriber: Transcriber
+) -> None:
+    one = audio_tree / "a.wav"
+    (result,) = transcribe_files(transcriber, [one], progress=False)
+    assert capsys.readouterr().out == result.text + "\n"
+    results = transcribe_files(transcriber, [audio_tree], progress=False)
+    assert capsys.readouterr().out.splitlines() == [f"{r.audio_path}\t{r.text}" for r in results]
+    transcribe_files(transcriber, [audio_tree], "jsonl", progress=False)
+    assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == [
+        r.text for r in results
+    ]
+    transcribe_files(transcriber, [one], "srt", progress=False)
+    assert SRT_CUE.match(capsys.readouterr().out.strip())
+
+
+def test_colliding_output_names_keep_the_audio_suffix(tmp_path: Path, transcriber: Transcriber) -> None:
+    a = write_audio(tmp_path / "in" / "x.wav", sine(300, 0.5))
+    b = write_audio(tmp_path / "in" / "x.flac", sine(400, 0.5))
+    transcribe_files(transcriber, [a, b, a], "txt", tmp_path / "out", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.flac.txt", "x.wav.txt"]
+
+
+def test_timestamps_and_subtitle_text() -> None:
+    assert format_timestamp(0.0) == "00:00:00,000"
+    assert format_timestamp(1.5) == "00:00:01,500"
+    assert format_timestamp(3661.2345, ".") == "01:01:01.234"
+    assert format_timestamp(59.9996) == "00:01:00,000"
+    result = Transcription("one two", [Segment(0.0, 1.25, "one"), Segment(2.0, 3.5, "two")], "x.wav", 4.0)
+    assert (
+        format_srt(result)
+        == "1\n00:00:00,000 --> 00:00:01,250\none\n\n2\n00:00:02,000 --> 00:00:03,500\ntwo\n"
+    )
+    assert (
+        format_vtt(result)
+        == "WEBVTT\n\n00:00:00.000 --> 00:00:01.250\none\n\n00:00:02.000 --> 00:00:03.500\ntwo\n"
+    )
+
+
+# ---- failures --------------------------------------------------------------------------------
+
+
+def test_bad_file_among_many_is_reported_and_the_rest_go_on(
+    tmp_path: Path, transcriber: Transcriber, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "in"
+    write_audio(folder / "good.wav", sine(300, 0.6))
+    (folder / "bad.wav").write_bytes(b"RIFF not really a wave file")
+    (folder / "empty.wav").write_bytes(b"")
+    with caplog.at_level(logging.ERROR), pytest.raises(AsrError, match="2 of 3 files failed"):
+        transcribe_files(transcriber, [folder], "txt", tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "good.txt").is_file()
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "bad.wav" in logged and "empty.wav" in logged and "empty file" in logged
+
+
+def test_single_bad_file_raises_its_audio_error(tmp_path: Path, transcriber: Transcriber) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(AudioError) as err:
+        transcribe_files(transcriber, [bad], progress=False)
+    assert err.value.path == str(bad)
+    with pytest.raises(AudioError, match="no such file"):
+        transcriber.transcribe(tmp_path / "missing.wav")
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(AsrError, match="no audio files"):
+        transcribe_files(transcriber, [tmp_path / "nothing"], progress=False)
+
+
+def test_cli_transcribe(
+    tmp_path: Path, tiny_model_path: Path, audio_tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wav = audio_tree / "a.wav"
+    assert main(["--quiet", "transcribe", "--model", str(tiny_model_path), str(wav), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip()
+    out = tmp_path / "out"
+    args = [
+        "transcribe",
+        "--model",
+        str(tiny_model_path),
+        "--format",
+        "vtt",
+        "--output-dir",
+        str(out),
+        "--quiet",
+    ]
+    assert main([*args, "--beam-size", "2", str(audio_tree)]) == 0
+    assert len(list(out.rglob("*.vtt"))) == 3
+    (tmp_path / "bad.wav").write_bytes(b"junk")
+    assert main([*args, str(audio_tree), str(tmp_path / "bad.wav")]) == 1
+    assert "1 of 4 files failed" in capsys.readouterr().err
+    assert main(["transcribe", "--model", str(tiny_model_path), str(wav), "--beam-size", "0", "--quiet"]) == 1
+
+
+# ---- export ----------------------------------------------------------------------------------
+
+
+def test_export_round_trip(tmp_path: Path, audio_tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model, config, vocab = tiny_model(seed=3)
+    optimizer = torch.optim.Adam(model.parameters())
+    feats = torch.randn(2, 9, config.features.n_mels)
+    model(feats, torch.tensor([9, 5]), torch.ones(2, 3, dtype=torch.long)).logits.sum().backward()
+    optimizer.step()
+    checkpoint = bundle_payload(model.eval(), config, vocab, kind="checkpoint")
+    checkpoint.update(optimizer=optimizer.state_dict(), step=1, epoch=0, rng=rng_state())
+    atomic_save(checkpoint, tmp_path / "last.pt")
+
+    assert main(["export", str(tmp_path / "last.pt"), str(tmp_path / "model.pt")]) == 0
+    assert "model.pt" in capsys.readouterr().out
+    exported = load_file(tmp_path / "model.pt")
+    assert exported["kind"] == "model" and "optimizer" not in exported and "rng" not in exported
+    assert exported["vocab"] == list(vocab.tokens) and exported["config"] == config.to_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(exported["model"][key], value)
+
+    original = load_model(tmp_path / "last.pt", device="cpu")
+    reloaded = load_model(tmp_path / "model.pt", device="cpu")
+    files = sorted(audio_tree.rglob("[abc].*"))
+    for beam in (1, 3):
+        assert [r.text for r in transcribe_files(original, files, beam_size=beam, progress=False)] == [
+            r.text for r in transcribe_files(reloaded, files, beam_size=beam, progress=False)
+        ]
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "missing.pt"), str(tmp_path / "x.pt")]) == 1
+    assert "missing.pt" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
