@@ -7,20 +7,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
 
+# As in whisper, the package-level ``transcribe`` is the function (the module stays reachable as
+# ``sys.modules["asr_s2s.transcribe"]`` and through ``from asr_s2s.transcribe import ...``).
+from asr_s2s.transcribe import Transcriber, load_model, transcribe  # noqa: E402
+
 __all__ = ["Transcriber", "__version__", "load_model", "transcribe"]
-
-if TYPE_CHECKING:
-    from asr_s2s.transcribe import Transcriber, load_model, transcribe
-
-
-def __getattr__(name: str) -> Any:
-    # Imported lazily so that `asr-s2s --help` does not pay for importing torch.
-    if name in ("Transcriber", "load_model", "transcribe"):
-        from asr_s2s import transcribe as module
-
-        return getattr(module, name)
-    raise AttributeError(f"module 'asr_s2s' has no attribute {name!r}")

@@ -82,7 +82,7 @@ def bundle_payload(model: Seq2Seq, config: Config, vocab: Vocabulary, kind: str 
 def bundle_from_payload(payload: dict[str, Any], path: str | Path = "<model>") -> ModelBundle:
     """Rebuild the model from a payload read by :func:`load_file`."""
     try:
-        config = Config.from_dict(payload["config"], str(path))
+        config = Config.from_dict(payload["config"], str(path), strict=False)
         vocab = Vocabulary(tuple(payload["vocab"]))
         model = Seq2Seq(config.model, int(payload["n_mels"]), len(vocab), ctc=bool(payload.get("ctc")))
         model.load_state_dict(payload["model"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import types
 import typing
@@ -13,6 +14,8 @@ from typing import Any
 import yaml
 
 from asr_s2s.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -112,13 +115,20 @@ class Config:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<config>") -> Config:
-        """Build a config from nested plain values; unknown keys are errors, missing keys take defaults."""
+    def from_dict(cls, data: dict[str, Any], source: str = "<config>", strict: bool = True) -> Config:
+        """Build a config from nested plain values; missing keys take defaults.
+
+        Unknown keys are errors, unless ``strict`` is False (configs stored in older model files):
+        then they are skipped with a warning.
+        """
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
         config = cls()
         for section, values in data.items():
             if section not in _section_names():
+                if not strict:
+                    log.warning("%s: ignoring unknown config section '%s'", source, section)
+                    continue
                 raise ConfigError(
                     f"{source}: unknown section '{section}' (expected {', '.join(_section_names())})"
                 )
@@ -126,7 +136,11 @@ class Config:
                 continue
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: section '{section}' must be a mapping")
+            known = {f.name for f in fields(getattr(config, section))}
             for key, value in values.items():
+                if not strict and key not in known:
+                    log.warning("%s: ignoring unknown config option '%s.%s'", source, section, key)
+                    continue
                 _assign(config, f"{section}.{key}", value, source)
         return config
 
@@ -248,7 +262,32 @@ def validate(config: Config) -> None:
         (0.0 <= t.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (f.n_mels > 0 and f.sample_rate > 0, "features.n_mels and features.sample_rate must be positive"),
         (f.win_length <= f.n_fft, "features.win_ms is longer than features.n_fft samples"),
+        (f.hop_length >= 1, "features.hop_ms is shorter than one sample"),
+        (
+            min(m.encoder_hidden, m.decoder_hidden, m.embedding_dim) >= 1,
+            "model.encoder_hidden, model.decoder_hidden and model.embedding_dim must be >= 1",
+        ),
+        (
+            0.0 <= m.encoder_dropout < 1.0 and 0.0 <= m.decoder_dropout < 1.0,
+            "model.encoder_dropout and model.decoder_dropout must be in [0, 1)",
+        ),
+        (t.epochs >= 1 and t.max_steps >= 0, "train.epochs must be >= 1 and train.max_steps >= 0"),
+        # grad_clip=0 would scale every gradient to zero: training that silently learns nothing.
+        (t.lr > 0 and t.grad_clip > 0, "train.lr and train.grad_clip must be positive"),
+        (
+            t.max_frames >= 1 and t.max_duration > 0,
+            "train.max_frames and train.max_duration must be positive",
+        ),
+        (
+            t.log_every >= 1 and t.checkpoint_every >= 1,
+            "train.log_every and train.checkpoint_every must be >= 1",
+        ),
+        (
+            0.0 <= t.scheduled_sampling <= 1.0 and 0.0 <= t.token_dropout < 1.0,
+            "train.scheduled_sampling must be in [0, 1] and train.token_dropout in [0, 1)",
+        ),
         (config.decode.beam_size >= 1, "decode.beam_size must be >= 1"),
+        (config.decode.batch_size >= 1, "decode.batch_size must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:

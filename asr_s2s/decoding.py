@@ -104,6 +104,7 @@ def beam_search(
         )
         scores = keep_scores
         norm = (t + 1) ** cfg.length_penalty
+        rows = scores.tolist()  # one device sync per step, not one per hypothesis
         for b in range(batch):
             if done[b]:
                 continue
@@ -111,14 +112,12 @@ def beam_search(
                 # Cut off at the length limit: the live hypotheses compete with the ended ones.
                 done[b] = True
                 ended[b] += [
-                    (float(scores[b, j]) / norm, seqs[b, j].tolist())
-                    for j in range(k)
-                    if math.isfinite(float(scores[b, j]))
+                    (s / norm, seqs[b, j].tolist()) for j, s in enumerate(rows[b]) if math.isfinite(s)
                 ]
-            elif ended[b] and max(h[0] for h in ended[b]) >= float(scores[b, 0]) / norm:
-                # No live hypothesis scores better, even were it to end now. Exact for
-                # length_penalty 0 (scores only fall); with normalization, longer hypotheses
-                # could still catch up, a chance given up, as in common practice.
+            elif ended[b] and max(h[0] for h in ended[b]) >= rows[b][0] / norm:
+                # No live hypothesis, scored at its current length, beats the best ended one. Exact
+                # for length_penalty 0 (scores only fall); with normalization a longer hypothesis
+                # could still catch up, a chance given up as in common practice.
                 done[b] = True
         if all(done):
             break

@@ -160,7 +160,7 @@ class Trainer:
         payload = None
         if resume and self.last_path.exists():
             payload = load_file(self.last_path)
-            config = Config.from_dict(payload["config"], str(self.last_path))
+            config = Config.from_dict(payload["config"], str(self.last_path), strict=False)
             log.info("resuming from %s (step %d)", self.last_path, payload["step"])
         elif resume:
             log.warning("--resume: no checkpoint at %s, starting from scratch", self.last_path)
@@ -184,6 +184,7 @@ class Trainer:
             self.dev_set.precompute(t.num_workers, self.progress)
         self.bad_utts: set[str] = set()
         self._note_cache_errors(self.train_set)
+        self._note_cache_errors(self.dev_set)
 
         self.model = Seq2Seq(config.model, config.features.n_mels, len(self.vocab), ctc=t.ctc_weight > 0)
         if payload is None:
@@ -384,6 +385,8 @@ class Trainer:
         total_loss, total_tokens = 0.0, 0
         for indices in sampler:
             batch = collate([self.dev_set[i] for i in indices]).to(self.device)
+            for utt_id, error in batch.errors:
+                self._bad_utterance(utt_id, error)
             if len(batch) == 0:
                 continue
             inputs, labels = teacher_forcing_io(batch.tokens, batch.token_lens)
@@ -434,12 +437,12 @@ class Trainer:
                 handlers[sig] = signal.signal(sig, self._request_stop)
         try:
             self._fit(stop_after_steps)
+            model_path = self._finish() if self.dist.main else self.out / "model.pt"
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
             if self.writer:
                 self.writer.close()
-        model_path = self._finish() if self.dist.main else self.out / "model.pt"
         if self.bad_utts:
             log.warning("skipped %d unreadable utterances during training", len(self.bad_utts))
         if self.bad_steps:

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ AudioInput = str | Path | np.ndarray | torch.Tensor
 
 FORMATS = ("txt", "json", "jsonl", "srt", "vtt")
 MAX_CHUNK_SECONDS = 20.0  # upper bound on a chunk, whatever the model was trained on
+MIN_CHUNK_SECONDS = 1.0  # lower bound: room for a word plus the silence padding around it
 BLOCK_SECONDS = 60.0  # long files are read this much at a time
 
 # Silences shorter than this do not split a chunk: stop consonants and short pauses are not breaks.
@@ -52,7 +54,7 @@ _PAD_SECONDS = 0.2
 # Split's reference level never drops below this (dBFS), so that a recording of near-silence is
 # not split as if its faint noise were speech.
 _REF_FLOOR_DB = -50.0
-# Chunks waiting to be decoded together (sorted by length) are capped at this much audio.
+# Chunks waiting to be decoded together (sorted by length): at most this much audio, this many batches.
 _WINDOW_SECONDS = 600.0
 _WINDOW_BATCHES = 8
 # Suffixes of the formats that soundfile (libsndfile) decodes.
@@ -316,7 +318,7 @@ class Transcriber:
 
     ``top_db``: how far below the loudest frame (dB) audio counts as silence when splitting long
     inputs. ``max_chunk_seconds``: the longest chunk decoded at once; by default the longest
-    training utterance (``train.max_duration``), capped at ``MAX_CHUNK_SECONDS``.
+    training utterance (``train.max_duration``) within ``MIN_CHUNK_SECONDS..MAX_CHUNK_SECONDS``.
     """
 
     def __init__(
@@ -333,9 +335,13 @@ class Transcriber:
         self.extractor = LogMel(bundle.config.features).to(self.device)
         self.top_db = top_db
         if max_chunk_seconds is None:
-            max_chunk_seconds = min(bundle.config.train.max_duration, MAX_CHUNK_SECONDS)
-        if max_chunk_seconds < 1.0:
-            raise ValueError(f"max_chunk_seconds must be at least 1 second, got {max_chunk_seconds}")
+            max_chunk_seconds = min(
+                max(bundle.config.train.max_duration, MIN_CHUNK_SECONDS), MAX_CHUNK_SECONDS
+            )
+        if max_chunk_seconds < MIN_CHUNK_SECONDS:
+            raise ValueError(
+                f"max_chunk_seconds must be at least {MIN_CHUNK_SECONDS}, got {max_chunk_seconds}"
+            )
         self.max_chunk_seconds = float(max_chunk_seconds)
         self.model_path = None if model_path is None else str(model_path)
 
@@ -628,13 +634,27 @@ def find_audio(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
     return found
 
 
-def _output_names(names: list[Path], output_format: str) -> list[Path]:
+def _output_names(files: list[Path], names: list[Path], output_format: str) -> list[Path]:
     # x.wav -> x.srt; where two inputs would collide (x.wav and x.flac), keep the audio suffix too.
     plain = [n.with_suffix(f".{output_format}") for n in names]
-    counts: dict[Path, int] = {}
-    for p in plain:
-        counts[p] = counts.get(p, 0) + 1
-    return [p if counts[p] == 1 else n.with_name(f"{n.name}.{output_format}") for p, n in zip(plain, names)]
+    counts = Counter(plain)
+    chosen = [p if counts[p] == 1 else n.with_name(f"{n.name}.{output_format}") for p, n in zip(plain, names)]
+    owners: dict[Path, Path] = {}
+    for path, name in zip(files, chosen):
+        if name in owners:
+            raise AsrError(
+                f"{owners[name]} and {path} would both be written to {name}; transcribe them separately"
+            )
+        owners[name] = path
+    return chosen
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise AsrError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
 def transcribe_files(
@@ -664,13 +684,18 @@ def transcribe_files(
     if not found:
         raise AsrError(f"no audio files found in {', '.join(str(p) for p in inputs)}")
     files = [path for path, _ in found]
-    names = _output_names([name for _, name in found], output_format)
     out_dir = None if output_dir is None else Path(output_dir)
+    names = [name for _, name in found]
+    if out_dir is not None and output_format != "jsonl":
+        names = _output_names(files, names, output_format)
     single = len(files) == 1
     combined: IO[str] | None = None
     if out_dir is not None and output_format == "jsonl":
-        out_dir.mkdir(parents=True, exist_ok=True)
-        combined = open(out_dir / "transcripts.jsonl", "w", encoding="utf-8")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            combined = open(out_dir / "transcripts.jsonl", "w", encoding="utf-8")
+        except OSError as err:
+            raise AsrError(f"{out_dir}: cannot write transcripts.jsonl ({err.strerror or err})") from None
     results: list[Transcription] = []
     failures: list[AsrError] = []
     started = time.monotonic()
@@ -690,10 +715,8 @@ def transcribe_files(
                 combined.write(format_result(result, "jsonl"))
                 combined.flush()
             elif out_dir is not None:
-                target = out_dir / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(format_result(result, output_format), encoding="utf-8")
-                log.debug("wrote %s", target)
+                _write_text(out_dir / name, format_result(result, output_format))
+                log.debug("wrote %s", out_dir / name)
             else:
                 _print_result(result, path, output_format, single)
     finally:

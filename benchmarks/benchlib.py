@@ -39,7 +39,9 @@ DIGITS_RECIPE = REPO / "recipes" / "digits" / "conf" / "default.yaml"
 def parser(description: str) -> argparse.ArgumentParser:
     """Options every benchmark script takes."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--quick", action="store_true", help="small sizes, few repeats: a smoke test, not a measurement")
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes, few repeats: a smoke test, not a measurement"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda runs the models under bf16 autocast)")
     p.add_argument(
         "--threads", type=int, default=2, help="torch intra-op threads (default 2, the dev machine's cores)"
@@ -162,7 +164,10 @@ def digits_config() -> tuple[Config, str]:
     config = Config()
     m = config.model
     m.stack_frames, m.encoder_hidden, m.encoder_layers, m.decoder_hidden = 4, 128, 2, 256
-    return config, "ModelConfig defaults with stack_frames=4, encoder_hidden=128, encoder_layers=2, decoder_hidden=256"
+    return (
+        config,
+        "ModelConfig defaults with stack_frames=4, encoder_hidden=128, encoder_layers=2, decoder_hidden=256",
+    )
 
 
 def librispeech_config() -> tuple[Config, str]:
@@ -193,7 +198,10 @@ class Table:
         widths = [max(len(h), *(len(r[i]) for r in self.rows)) for i, h in enumerate(self.headers)]
         line = "  ".join(h.ljust(w) for h, w in zip(self.headers, widths))
         out = [self.title, line, "-" * len(line)]
-        out += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in self.rows]
+        out += [
+            "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            for r in self.rows
+        ]
         return "\n".join(out)
 
     def markdown(self) -> str:

@@ -43,26 +43,11 @@ def noise(seconds: float, sr: int = 16000, amp: float = 0.1, seed: int = 0) -> n
     return (amp * rng.standard_normal(int(round(seconds * sr)))).astype(np.float32)
 
 
-@pytest.fixture
-def make_sine() -> Callable[..., np.ndarray]:
-    return sine
-
-
-@pytest.fixture
-def make_noise() -> Callable[..., np.ndarray]:
-    return noise
-
-
 def write_audio(path: Path, wave: np.ndarray, sr: int = 16000, subtype: str | None = None) -> Path:
     """Write ``(samples,)`` or ``(samples, channels)`` audio; the format follows the suffix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), wave, sr, subtype=subtype)
     return path
-
-
-@pytest.fixture
-def write_wav() -> Callable[..., Path]:
-    return write_audio
 
 
 def build_manifest(
@@ -72,15 +57,20 @@ def build_manifest(
     sr: int = 16000,
     name: str = "manifest.jsonl",
     relative: bool = True,
+    prefix: str = "utt",
 ) -> Path:
-    """Write one noisy two-tone WAV per text (distinct per utterance) and a manifest of them."""
+    """Write one noisy two-tone WAV per text (distinct per utterance) and a manifest of them.
+
+    Files (and so ids) are ``{prefix}000``, ``{prefix}001``...: use another prefix for a second
+    manifest in the same folder.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     durations = [seconds] * len(texts) if isinstance(seconds, int | float) else list(seconds)
     lines = []
     for i, (text, dur) in enumerate(zip(texts, durations, strict=True)):
         wave = sine(200 + 150 * i, dur, sr, amp=0.3) + sine(1800 - 100 * i, dur, sr, amp=0.1)
         wave = wave + noise(dur, sr, amp=0.01, seed=i)
-        audio = write_audio(folder / "audio" / f"utt{i:03d}.wav", wave, sr)
+        audio = write_audio(folder / "audio" / f"{prefix}{i:03d}.wav", wave, sr)
         n = len(wave)
         lines.append(
             {
@@ -121,11 +111,6 @@ def tiny_config(**overrides):
             raise AttributeError(f"tiny_config: no option {section}.{name}")
         setattr(getattr(config, section), name, value)
     return config
-
-
-@pytest.fixture
-def make_config() -> Callable[..., object]:
-    return tiny_config
 
 
 def fsdd_files(pattern: str = "*.wav") -> list[Path]:

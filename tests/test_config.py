@@ -213,6 +213,19 @@ def test_from_dict_missing_keys_take_defaults() -> None:
         ("features.n_mels=0", "features.n_mels"),
         ("features.win_ms=40", "features.win_ms"),  # 640 samples > n_fft 512
         ("decode.beam_size=0", "decode.beam_size"),
+        ("decode.batch_size=0", "decode.batch_size"),
+        ("features.hop_ms=0.01", "features.hop_ms"),
+        ("model.decoder_hidden=0", "model.decoder_hidden"),
+        ("model.encoder_dropout=1", "model.encoder_dropout"),
+        ("train.epochs=0", "train.epochs"),
+        ("train.max_steps=-1", "train.max_steps"),
+        ("train.lr=0", "train.lr"),
+        ("train.grad_clip=0", "train.grad_clip"),  # would zero every gradient
+        ("train.max_frames=0", "train.max_frames"),
+        ("train.log_every=0", "train.log_every"),  # step % 0 would crash mid-training
+        ("train.checkpoint_every=0", "train.checkpoint_every"),
+        ("train.scheduled_sampling=1.5", "train.scheduled_sampling"),
+        ("train.token_dropout=1", "train.token_dropout"),
     ],
 )
 def test_validate_rejects_unworkable_values(override: str, must_name: str) -> None:

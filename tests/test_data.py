@@ -202,15 +202,21 @@ def test_sampler_utterance_longer_than_cap_gets_its_own_batch() -> None:
     assert [1] in batches and [3] in batches and [4] in batches
 
 
-def test_sampler_subset_for_curriculum() -> None:
-    frames = _frames(40)
-    sampler = BucketBatchSampler(frames, 800, seed=1, max_utt_frames=300)
-    subset = list(range(0, 40, 2))
-    sampler.set_epoch(0, subset)
-    flat = sorted(i for b in sampler for i in b)
-    assert flat == [i for i in subset if frames[i] <= 300]
+def test_sampler_shortest_first_for_curriculum() -> None:
+    frames = _frames(200)
+    sampler = BucketBatchSampler(frames, 1000, seed=1)
+    sampler.set_epoch(0, shortest_first=True)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    # Sorted by jittered length (x0.9..1.1): each batch is no longer than the next allows.
+    for a, b in zip(batches, batches[1:]):
+        assert max(frames[i] for i in a) * 0.9 <= min(frames[i] for i in b) * 1.1
+    assert batches[0] != batches[-1] and max(frames[i] for i in batches[0]) < 100
+    # Later epochs are shuffled again.
     sampler.set_epoch(1)
-    assert sorted(i for b in sampler for i in b) == [i for i in range(40) if frames[i] <= 300]
+    longest = [max(frames[i] for i in b) for b in sampler]
+    assert longest != sorted(longest)
+    assert sorted(i for b in sampler for i in b) == list(range(200))
 
 
 @pytest.mark.parametrize("world_size", [2, 3])

@@ -42,9 +42,11 @@ def corpus(tiny_manifest) -> tuple[Path, Path]:
 
 
 def _resume_config():
-    # Every source of randomness on: SpecAugment, LSTM and decoder dropout, scheduled sampling, CTC.
+    # Every source of randomness on: SpecAugment, LSTM and decoder dropout, scheduled sampling,
+    # token dropout; CTC on; a shortest-first curriculum epoch, then a shuffled one.
     return tiny_config(
         train__epochs=2,
+        train__curriculum_epochs=1,
         train__max_frames=120,
         train__spec_augment=True,
         train__scheduled_sampling=0.2,
@@ -77,11 +79,10 @@ def _assert_same_tensors(a: object, b: object, where: str = "") -> None:
 def test_exact_resume_after_interruptions(corpus: tuple[Path, Path], tmp_path: Path) -> None:
     train_manifest, dev = corpus
     config = _resume_config()
-    full = Trainer(config, train_manifest, dev, tmp_path / "full", progress=False)
-    steps_per_epoch = len(full.sampler.batches())
-    assert steps_per_epoch >= 4  # so that the interruptions below fall mid-epoch
-    result = full.fit()
-    assert result.steps == 2 * steps_per_epoch
+    result = Trainer(config, train_manifest, dev, tmp_path / "full", progress=False).fit()
+    # Steps per epoch, from the dev evaluations at each epoch's end (epochs may differ by a batch).
+    first_epoch, total = (r["step"] for r in result.history)
+    assert result.steps == total and first_epoch >= 4 and total - first_epoch >= 3
 
     out = tmp_path / "cut"
     with pytest.raises(Interrupted):
@@ -92,22 +93,22 @@ def test_exact_resume_after_interruptions(corpus: tuple[Path, Path], tmp_path: P
     # Second interruption: after the last batch of the epoch, before its dev evaluation.
     with pytest.raises(Interrupted):
         Trainer(config, train_manifest, dev, out, resume=True, progress=False).fit(
-            stop_after_steps=steps_per_epoch - 2
+            stop_after_steps=first_epoch - 2
         )
     state = load_file(out / "last.pt")
-    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (steps_per_epoch, 0, steps_per_epoch)
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (first_epoch, 0, first_epoch)
     assert state["history"] == []
     # Third interruption, in the middle of the second epoch.
     with pytest.raises(Interrupted):
         Trainer(config, train_manifest, dev, out, resume=True, progress=False).fit(stop_after_steps=2)
     state = load_file(out / "last.pt")
-    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (steps_per_epoch + 2, 1, 2)
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (first_epoch + 2, 1, 2)
     assert len(state["history"]) == 1
     resumed = Trainer(config, train_manifest, dev, out, resume=True, progress=False).fit()
     assert resumed.steps == result.steps
 
     a, b = load_file(tmp_path / "full" / "last.pt"), load_file(out / "last.pt")
-    assert a["step"] == b["step"] == 2 * steps_per_epoch
+    assert a["step"] == b["step"] == total
     _assert_same_tensors(a["model"], b["model"], "model")
     _assert_same_tensors(a["optimizer"], b["optimizer"], "optimizer")
     _assert_same_tensors(a["scheduler"], b["scheduler"], "scheduler")
@@ -145,7 +146,7 @@ def test_dev_scoring_includes_utterances_longer_than_max_frames(
     tiny_manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     train_manifest = tiny_manifest(["one", "two", "three"], 0.3, name="train.jsonl")
-    dev = tiny_manifest(["four", "five six seven"], [0.3, 1.2], name="dev.jsonl")  # 121 frames > 100
+    dev = tiny_manifest(["four", "five six seven"], [0.3, 1.2], name="dev.jsonl", prefix="dev")  # 121 > 100
     config = tiny_config(train__epochs=1, train__max_frames=100, train__max_duration=1.0)
     trainer = Trainer(config, train_manifest, dev, tmp_path / "exp", progress=False)
     scored: list[list[str]] = []
@@ -215,6 +216,22 @@ def test_unreadable_audio_is_skipped_or_fatal_with_strict(corpus: tuple[Path, Pa
     assert result.skipped_utterances == 1 and result.steps > 0
     with pytest.raises(TrainingError, match="utt005"):
         train(config, train_manifest, dev, tmp_path / "strict", strict=True, progress=False)
+
+
+def test_unreadable_dev_audio_is_fatal_with_strict(tiny_manifest, tmp_path: Path) -> None:
+    train_manifest = tiny_manifest(["one", "two", "three"], 0.3, name="train.jsonl")
+    dev = tiny_manifest(["four", "five"], 0.3, name="dev.jsonl", prefix="dev")
+    (dev.parent / "audio" / "dev001.wav").write_text("not audio")
+    config = tiny_config(train__epochs=1, train__max_frames=150)
+    with pytest.raises(TrainingError, match="dev001"):
+        Trainer(config, train_manifest, dev, tmp_path / "strict", strict=True, progress=False)
+
+
+def test_tensorboard_single_events_file(corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    train_manifest, dev = corpus
+    config = tiny_config(train__epochs=2, train__max_frames=150, train__average_best=2)
+    train(config, train_manifest, dev, tmp_path / "exp", progress=False)
+    assert len(list((tmp_path / "exp" / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
 def test_malformed_manifest_line_is_skipped_or_fatal_with_strict(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from conftest import fsdd_files, noise, sine, tiny_model, write_audio
 import asr_s2s
 import asr_s2s.transcribe as transcribe_module
 from asr_s2s.audio import load_audio, resample
-from asr_s2s.checkpoint import atomic_save, bundle_payload, load_file, rng_state
+from asr_s2s.checkpoint import ModelBundle, atomic_save, bundle_payload, load_file, rng_state
 from asr_s2s.cli import main
 from asr_s2s.errors import AsrError, AudioError
 from asr_s2s.transcribe import (
@@ -98,6 +100,22 @@ def test_package_level_api(tmp_path: Path, tiny_model_path: Path) -> None:
     assert result.text == transcribe_module.transcribe(tiny_model_path, path, device="cpu").text
     assert result.text == transcribe_module.transcribe(model, sine(440, 0.8), sample_rate=SR).text
     assert model.transcribe(path, beam_size=3).duration == pytest.approx(0.8)
+
+
+def test_package_api_in_a_fresh_interpreter(tmp_path: Path, tiny_model_path: Path) -> None:
+    path = write_audio(tmp_path / "tone.wav", sine(440, 0.8))
+    code = (
+        "import sys, asr_s2s; "
+        "print(type(asr_s2s.load_model(sys.argv[1], device='cpu').transcribe(sys.argv[2])).__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_model_path), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.strip() == "Transcription"
 
 
 def test_stream_resampler_matches_whole_signal() -> None:
@@ -195,6 +213,14 @@ def test_silence_gives_no_segments(transcriber: Transcriber) -> None:
         assert result.text == "" and result.segments == [] and result.duration == pytest.approx(30.0)
 
 
+def test_chunk_limit_follows_the_training_limit() -> None:
+    for max_duration, expected in [(30.0, 20.0), (8.0, 8.0), (0.5, 1.0)]:
+        model, config, vocab = tiny_model(train__max_duration=max_duration)
+        assert Transcriber(ModelBundle(model, config, vocab), "cpu").max_chunk_seconds == expected
+    with pytest.raises(ValueError, match="max_chunk_seconds"):
+        Transcriber(ModelBundle(model, config, vocab), "cpu", max_chunk_seconds=0.5)
+
+
 def test_continuous_sound_is_cut_to_the_chunk_limit(tiny_model_path: Path) -> None:
     short = load_model(tiny_model_path, device="cpu", max_chunk_seconds=2.0)
     spans = [(s, e) for s, e, _ in short.chunks(sine(300, 9.0) + noise(9.0, amp=0.05), sample_rate=SR)]
@@ -280,6 +306,9 @@ def test_colliding_output_names_keep_the_audio_suffix(tmp_path: Path, transcribe
     b = write_audio(tmp_path / "in" / "x.flac", sine(400, 0.5))
     transcribe_files(transcriber, [a, b, a], "txt", tmp_path / "out", progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.flac.txt", "x.wav.txt"]
+    other = write_audio(tmp_path / "other" / "x.wav", sine(500, 0.5))
+    with pytest.raises(AsrError, match="would both be written to x.wav.txt"):
+        transcribe_files(transcriber, [a, b, other], "txt", tmp_path / "out", progress=False)
 
 
 def test_timestamps_and_subtitle_text() -> None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Connected-digits recipe: prepare -> train -> evaluate -> transcribe a sample -> report.
 #
-#   bash recipes/digits/run.sh [--stage N] [--stop-stage N] [--config FILE] [--exp DIR] [-- extra train args]
+#   bash recipes/digits/run.sh [--stage N] [--stop-stage N] [--config FILE] [--exp DIR] [--data DIR]
+#                              [--seed N] [--prepare-args "--num-train 600 ..."] [-- extra train args]
 #
 # Stages: 0 prepare, 1 train, 2 evaluate, 3 transcribe a sample, 4 report. Training resumes from
 # EXP/last.pt, so re-running after an interruption continues where it stopped.
@@ -15,6 +16,7 @@ exp=exp/digits
 data=data/digits
 fsdd=${FSDD_DIR:-../shared/data/fsdd/recordings}
 seed=0
+prepare_args=""
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -24,6 +26,7 @@ while [ $# -gt 0 ]; do
     --exp) exp=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
+    --prepare-args) prepare_args=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -37,10 +40,12 @@ if run 0; then
   if [ -f "$data/test.jsonl" ]; then
     echo "$data already prepared"
   elif [ -d "$fsdd" ]; then
-    python recipes/digits/prepare.py --fsdd-dir "$fsdd" --out "$data"
+    # shellcheck disable=SC2086  # prepare_args is a list of options
+    python recipes/digits/prepare.py --fsdd-dir "$fsdd" --out "$data" $prepare_args
   else
     echo "$fsdd not found: downloading the pinned FSDD release"
-    python recipes/digits/prepare.py --out "$data"
+    # shellcheck disable=SC2086
+    python recipes/digits/prepare.py --out "$data" $prepare_args
   fi
 fi
 

@@ -1,0 +1,188 @@
+"""Roofline: the model's FLOPs per audio second, the GFLOP/s achieved in training and inference, and
+their fraction of the float32 matrix-multiply peak measured in the same run.
+
+FLOPs are counted analytically, multiply-adds as two: per LSTM step, direction and layer
+``2 * 4 * (input + hidden) * hidden``; the CTC head and the output layer ``2 * in * out`` per frame
+or character; backward twice the forward, so a training step is three forwards. Gate nonlinearities,
+the bridge (once per utterance), losses and the optimizer are left out: they are a few percent at
+most. Only useful work counts (real frames and characters, not padding), so padding shows up as
+lost efficiency. The decoder runs at :data:`benchlib.CHARS_PER_SECOND` characters per audio second.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import benchlib
+import numpy as np
+import torch
+from bench_inference import forced_decode_config, forced_length_model
+from bench_training import Scenario, build_variants, measure
+from proposed import segmented
+
+from asr_s2s.config import Config
+from asr_s2s.data import pad_features
+from asr_s2s.decoding import greedy_search
+from asr_s2s.features import LogMel
+from asr_s2s.text import Vocabulary
+
+TARGET_FRACTION = 0.40
+
+
+def lstm_flops(inputs: int, hidden: int) -> float:
+    """One step of one LSTM layer in one direction."""
+    return 2.0 * 4 * (inputs + hidden) * hidden
+
+
+def flops_per_audio_second(config: Config, vocab_size: int, ctc: bool) -> dict[str, float]:
+    """Forward FLOPs per second of audio, by part."""
+    m, f = config.model, config.features
+    enc_frames = 1000.0 / f.hop_ms / m.stack_frames
+    dirs = 2 if m.bidirectional else 1
+    encoder = 0.0
+    for layer in range(m.encoder_layers):
+        inputs = f.n_mels * m.stack_frames if layer == 0 else m.encoder_hidden * dirs
+        encoder += dirs * lstm_flops(inputs, m.encoder_hidden) * enc_frames
+    decoder = sum(
+        lstm_flops(m.embedding_dim if layer == 0 else m.decoder_hidden, m.decoder_hidden)
+        for layer in range(m.decoder_layers)
+    )
+    parts = {
+        "encoder LSTM": encoder,
+        "CTC head": 2.0 * m.encoder_hidden * dirs * vocab_size * enc_frames if ctc else 0.0,
+        "decoder LSTM": decoder * benchlib.CHARS_PER_SECOND,
+        "output layer": 2.0 * m.decoder_hidden * vocab_size * benchlib.CHARS_PER_SECOND,
+    }
+    parts["forward"] = sum(parts.values())
+    return parts
+
+
+def matmul_gflops(m: int, k: int, n: int, device: torch.device, repeats: int) -> float:
+    """Best float32 GFLOP/s of ``(m, k) @ (k, n)``."""
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    times = benchlib.repeat(lambda: torch.matmul(a, b), device, repeats)
+    return 2.0 * m * k * n / min(times) / 1e9
+
+
+def main() -> None:
+    p = benchlib.parser(__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=2, help="timed training batches")
+    p.add_argument(
+        "--utterances", type=int, default=24, help="LibriSpeech-like utterances to train and decode"
+    )
+    args = p.parse_args()
+    quick = args.quick
+    if quick:
+        args.steps, args.utterances = 1, 6
+    run = benchlib.start("roofline", args)
+    config, source = benchlib.librispeech_config()
+    config.train.epochs = 1
+    vocab_size = len(Vocabulary.build([" ".join(benchlib.LIBRISPEECH_CHARS)]))
+    flops = flops_per_audio_second(config, vocab_size, ctc=config.train.ctc_weight > 0)
+    train_flops = 3 * flops["forward"]
+    infer_flops = flops["forward"] - flops["CTC head"]  # decoding never runs the CTC head
+
+    count = benchlib.Table(
+        f"FLOPs per audio second, LibriSpeech-size model ({source})", ["part", "forward GFLOP per audio-s"]
+    )
+    for part, value in flops.items():
+        count.add(part, value / 1e9)
+    count.add("training step (3x forward)", train_flops / 1e9)
+
+    # The peak: the best of a few large square products (the largest in the run wins, usually).
+    sizes = [512, 1024] if quick else [512, 1024, 2048, 3072]
+    peaks = {n: matmul_gflops(n, n, n, run.device, 3 if quick else 5) for n in sizes}
+    peak = max(peaks.values())
+    # The LSTM's own products: the recurrent one is (batch, H) @ (H, 4H), once per step and direction.
+    batch = 12
+    hidden = config.model.encoder_hidden
+    recurrent = matmul_gflops(batch, hidden, 4 * hidden, run.device, 20)
+    projection = matmul_gflops(batch * 400, 2 * hidden, 4 * hidden, run.device, 3)
+
+    # Training, as bench_training measures it, on LibriSpeech-like batches (lengths shrunk for --quick).
+    scenario = Scenario(
+        "librispeech", config, source, "librispeech", benchlib.LIBRISPEECH_CHARS, args.utterances, args.steps
+    )
+    if quick:
+        scenario.scale, config.train.max_frames = 0.25, 1000
+    with tempfile.TemporaryDirectory(prefix="bench-roofline-") as tmp:
+        variants, info = build_variants(scenario, Path(tmp), run.device, args.seed, proposed=not run.cuda)
+        variants = variants[1:]  # the tutorial reference is bench_training's business
+        measure(variants, run.device)
+
+    # Inference: batched greedy search on LibriSpeech-like features, forced to transcript length.
+    rng = np.random.default_rng(args.seed)
+    extractor = LogMel(config.features)
+    seconds = (0.25 if quick else 1.0) * benchlib.durations("librispeech", 4 if quick else 16, rng)
+    feats, lengths = pad_features([extractor(torch.from_numpy(benchlib.synth_wave(s, rng))) for s in seconds])
+    feats, lengths = feats.to(run.device), lengths.to(run.device)
+    model = forced_length_model(config, vocab_size, run.device)
+    cfg = forced_decode_config(config, beam_size=1, batch_size=len(seconds))
+    audio_s = float(lengths.sum()) * config.features.hop_ms / 1000
+
+    def decode() -> None:
+        with benchlib.autocast(run.device):
+            greedy_search(model, feats, lengths, cfg)
+
+    def decode_segmented() -> None:
+        with segmented(model):
+            decode()
+
+    infer = {"ours (packed)": decode}
+    if not run.cuda:
+        infer["ours + SegmentedEncoder (proposed)"] = decode_segmented
+    infer_speed = {
+        name: audio_s / float(np.median(benchlib.repeat(fn, run.device, 2))) for name, fn in infer.items()
+    }
+
+    table = benchlib.Table(
+        f"Achieved float32 throughput, {run.device}, {args.threads} threads",
+        ["what", "audio-s/s", "GFLOP/s", "% of matmul peak"],
+    )
+    for n, value in peaks.items():
+        table.add(f"matmul {n}x{n}x{n}", "", value, 100 * value / peak)
+    table.add(
+        f"matmul {batch}x{hidden}x{4 * hidden} (LSTM recurrent step)", "", recurrent, 100 * recurrent / peak
+    )
+    table.add(
+        f"matmul {batch * 400}x{2 * hidden}x{4 * hidden} (LSTM input projection)",
+        "",
+        projection,
+        100 * projection / peak,
+    )
+    achieved = {}
+    for v in variants:
+        achieved[f"training: {v.name}"] = (v.speed, v.speed * train_flops / 1e9)
+    for name, speed in infer_speed.items():
+        achieved[f"greedy inference, batch {len(seconds)}: {name}"] = (speed, speed * infer_flops / 1e9)
+    for name, (speed, gflops) in achieved.items():
+        table.add(name, speed, gflops, 100 * gflops / peak)
+    ours_training = achieved[f"training: {variants[0].name}"][1]
+    targets = [
+        benchlib.Target("training (ours): fraction of matmul peak", ours_training / peak, TARGET_FRACTION)
+    ]
+    benchlib.finish(
+        run,
+        [count, table],
+        targets,
+        {
+            "config_source": source,
+            "flops_per_audio_s": flops,
+            "training_flops_per_audio_s": train_flops,
+            "inference_flops_per_audio_s": infer_flops,
+            "matmul_gflops": {str(n): v for n, v in peaks.items()},
+            "matmul_peak_gflops": peak,
+            "recurrent_matmul_gflops": recurrent,
+            "projection_matmul_gflops": projection,
+            "achieved": {
+                k: {"audio_s_per_s": s, "gflops": g, "fraction_of_peak": g / peak}
+                for k, (s, g) in achieved.items()
+            },
+            "training_info": info,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

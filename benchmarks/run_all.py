@@ -1,0 +1,95 @@
+"""Run every benchmark (``make bench``), each in its own process, and gather their tables.
+
+Writes ``<results>/summary.md`` (the tables in Markdown, with each script's command, load average
+and targets) for BENCHMARKS.md. Exits non-zero when a script fails; a missed target is reported,
+not a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # benchlib, when run from elsewhere
+
+import benchlib  # noqa: E402
+
+SCRIPTS = {
+    "features": "bench_features.py",
+    "training": "bench_training.py",
+    "roofline": "bench_roofline.py",
+    "inference": "bench_inference.py",
+}
+
+
+def summary(names: list[str], results: Path, load: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
+    """Markdown of the result files of ``names``."""
+    out = [
+        f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load[0])}; "
+        f"after: {', '.join(f'{x:.2f}' for x in load[1])}."
+    ]
+    if max(*load[0], *load[1]) > (os.cpu_count() or 1):
+        out.append(f"The machine was shared during the run (load above its {os.cpu_count()} cores).")
+    for name in names:
+        path = results / f"{name}.json"
+        if not path.exists():
+            out += ["", f"### {name}", "", "(no result: the script failed)"]
+            continue
+        r = json.loads(path.read_text(encoding="utf-8"))
+        out += [
+            "",
+            f"### {name}",
+            "",
+            f"`{r['command']}` ({r['seconds']:.0f} s, load {r['load_before'][0]:.2f} -> "
+            f"{r['load_after'][0]:.2f})",
+        ]
+        for t in r["tables"]:
+            out += ["", benchlib.Table(t["title"], t["headers"], t["rows"]).markdown()]
+        if r["targets"]:
+            out += [""] + [f"- {t['text']}" for t in r["targets"]]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke-test sizes (passed to every script)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--only", default=",".join(SCRIPTS), help=f"comma-separated subset of {', '.join(SCRIPTS)}"
+    )
+    p.add_argument("--results", type=Path, default=benchlib.RESULTS)
+    args = p.parse_args()
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SCRIPTS]
+    if unknown:
+        p.error(f"unknown benchmark(s): {', '.join(unknown)}")
+    common = ["--device", args.device, "--threads", str(args.threads), "--results", str(args.results)]
+    common += ["--quick"] if args.quick else []
+    load_before = os.getloadavg()
+    failed = []
+    for name in names:
+        # A previous run's file must not pass for this one's when the script fails.
+        (args.results / f"{name}.json").unlink(missing_ok=True)
+        print(f"==== {name}", flush=True)
+        began = time.time()
+        code = subprocess.call([sys.executable, str(HERE / SCRIPTS[name]), *common])
+        print(f"==== {name}: exit {code} after {time.time() - began:.0f} s", flush=True)
+        if code:
+            failed.append(name)
+    text = summary(names, args.results, (load_before, os.getloadavg()))
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "summary.md").write_text(text, encoding="utf-8")
+    print(f"\nwrote {os.path.relpath(args.results / 'summary.md')}")
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
