@@ -178,9 +178,23 @@ def test_inconsistent_payload_is_checkpoint_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="inconsistent"):
         bundle_from_payload(payload)
     payload = bundle_payload(model, config, vocab)
-    payload["config"]["model"]["no_such_option"] = 1
+    payload["config"]["model"]["encoder_layers"] = "many"  # wrong type in the stored config
     with pytest.raises(CheckpointError, match="inconsistent"):
         bundle_from_payload(payload)
+
+
+def test_stored_config_with_unknown_options_still_loads(caplog: pytest.LogCaptureFixture) -> None:
+    # Model files written by another version may carry options this one does not know: warn, load.
+    model, config, vocab = _bundle()
+    payload = bundle_payload(model, config, vocab)
+    payload["config"]["model"]["no_such_option"] = 1
+    payload["config"]["future_section"] = {"x": 1}
+    with caplog.at_level("WARNING"):
+        bundle = bundle_from_payload(payload, "old.pt")
+    assert bundle.config == config
+    assert "no_such_option" in caplog.text and "future_section" in caplog.text
+    with torch.no_grad():
+        assert torch.equal(_run(bundle.model), _run(model))
 
 
 # ---- bundles -------------------------------------------------------------------------------------

@@ -1,0 +1,36 @@
+"""The digits recipe end to end at toy size: prepare -> train -> evaluate -> transcribe -> report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import FSDD_DIR, REPO
+
+pytestmark = pytest.mark.skipif(not FSDD_DIR.is_dir(), reason="shared FSDD recordings not present")
+
+
+def test_tiny_recipe_runs_every_stage(tmp_path: Path) -> None:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               FSDD_DIR=str(FSDD_DIR), OMP_NUM_THREADS="1")
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    done = subprocess.run(
+        ["bash", "recipes/digits/run.sh", "--config", "recipes/digits/conf/tiny.yaml", "--exp", str(exp),
+         "--data", str(data), "--prepare-args", "--num-train 48 --num-dev 8 --num-test 8 --max-digits 2"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = done.stdout
+    for stage in range(5):
+        assert f"== stage {stage}:" in out
+    assert "hypothesis:" in out and "reference:" in out
+    summary = json.loads((exp / "eval_test" / "summary.json").read_text())
+    assert summary["utterances"] == 8 and 0.0 <= summary["wer"]
+    for name in ("training.png", "wer_by_length.png", "example.png"):
+        assert (exp / "report" / name).stat().st_size > 1000
+    assert (exp / "model.pt").is_file() and (exp / "last.pt").is_file()
