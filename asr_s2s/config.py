@@ -56,6 +56,7 @@ class ModelConfig:
     decoder_hidden: int = 256
     decoder_layers: int = 2
     decoder_dropout: float = 0.1
+    forget_bias: float = 0.0
     attention: str = "none"
     attention_dim: int = 128
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
@@ -37,6 +38,7 @@ from asr_s2s.decoding import greedy_search
 from asr_s2s.errors import AsrError, ManifestError, TrainingError
 from asr_s2s.evaluate import score
 from asr_s2s.features import LogMel, RunningStats, SpecAugment
+from asr_s2s.fileio import atomic_write
 from asr_s2s.loss import cross_entropy, ctc_loss, teacher_forcing_io
 from asr_s2s.manifest import Utterance, read_manifest
 from asr_s2s.model import Seq2Seq
@@ -77,7 +79,8 @@ def _init_distributed(device: str | None) -> tuple[_Dist, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
-        dist.init_process_group(backend)
+        # Dev evaluation runs on rank 0 while the others wait: allow it far longer than the default.
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=3))
     info = _Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
     if device is None:
         device = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
@@ -160,13 +163,15 @@ class Trainer:
         payload = None
         if resume and self.last_path.exists():
             payload = load_file(self.last_path)
-            config = Config.from_dict(payload["config"], str(self.last_path), strict=False)
+            config = _resumed_config(
+                config, Config.from_dict(payload["config"], str(self.last_path), strict=False)
+            )
             log.info("resuming from %s (step %d)", self.last_path, payload["step"])
         elif resume:
             log.warning("--resume: no checkpoint at %s, starting from scratch", self.last_path)
         self.config = config
         t = config.train
-        seed_everything(t.seed)
+        seed_everything(t.seed)  # the same initial weights on every rank
         self.extractor = LogMel(config.features)
 
         train_utts, bad_train = read_training_manifest(train_manifest, strict)
@@ -231,6 +236,8 @@ class Trainer:
         self.best: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
         self._stop = False
+        # Dropout and SpecAugment differ across ranks; rank 0's streams are the ones checkpointed.
+        seed_everything(t.seed + 7919 * self.dist.rank)
         if payload is not None:
             self._restore(payload)
         if self.dist.main:
@@ -275,6 +282,7 @@ class Trainer:
         self.epoch = payload["epoch"]
         self.batch_in_epoch = payload["batch_in_epoch"]
         self.bad_steps = payload["bad_steps"]
+        self.bad_in_row = payload.get("bad_in_row", 0)
         self.best = payload["best"]
         self.history = payload["history"]
         set_rng_state(payload["rng"])
@@ -292,6 +300,7 @@ class Trainer:
             epoch=self.epoch,
             batch_in_epoch=self.batch_in_epoch,
             bad_steps=self.bad_steps,
+            bad_in_row=self.bad_in_row,
             best=self.best,
             history=self.history,
             rng=rng_state(),
@@ -333,7 +342,13 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            if len(batch) == 1 or self.dist.world > 1:
+            if self.dist.world > 1:
+                # Skipping on one rank would leave the others waiting in the gradient all-reduce.
+                raise TrainingError(
+                    f"out of memory on rank {self.dist.rank} with a batch of {len(batch)} utterances; "
+                    "lower train.max_frames"
+                ) from None
+            if len(batch) == 1:
                 log.warning(
                     "out of memory on a batch of %d utterances (%s...); skipped", len(batch), batch.ids[0]
                 )
@@ -432,7 +447,7 @@ class Trainer:
         ``stop_after_steps`` simulates an interruption after that many steps (for tests).
         """
         handlers = {}
-        if self.dist.main and _in_main_thread():
+        if _in_main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 handlers[sig] = signal.signal(sig, self._request_stop)
         try:
@@ -560,7 +575,8 @@ class Trainer:
         best_path = self.out / "best.pt"
         if not best_path.exists():
             save_model(best_path, self.model, self.config, self.vocab)
-        shutil.copyfile(best_path, model_path)
+        with open(best_path, "rb") as source, atomic_write(model_path, "wb") as target:
+            shutil.copyfileobj(source, target)
         paths = [self.out / b["path"] for b in self.best if (self.out / b["path"]).exists()]
         if self.config.train.average_best > 1 and len(paths) > 1:
             best_weights = {k: v.clone() for k, v in self.model.state_dict().items()}
@@ -582,6 +598,27 @@ class Trainer:
                 save_model(model_path, self.model, self.config, self.vocab)
             self.model.load_state_dict(best_weights)
         return model_path
+
+
+# Options that may change when a run is resumed; the rest must match the checkpoint.
+RESUMABLE_OPTIONS = ("epochs", "max_steps", "log_every", "checkpoint_every", "num_workers", "dev_max_utts")
+
+
+def _resumed_config(requested: Config, stored: Config) -> Config:
+    """The stored config, with the few options that may change on resume taken from ``requested``."""
+    for name in RESUMABLE_OPTIONS:
+        setattr(stored.train, name, getattr(requested.train, name))
+    for section in ("features", "model", "train", "decode"):
+        for key, value in vars(getattr(requested, section)).items():
+            if value != getattr(getattr(stored, section), key):
+                log.warning(
+                    "--resume: keeping %s.%s=%r from the checkpoint (asked for %r)",
+                    section,
+                    key,
+                    getattr(getattr(stored, section), key),
+                    value,
+                )
+    return stored
 
 
 def _slice(batch: Batch, start: int, stop: int) -> Batch:

@@ -369,11 +369,6 @@ def test_ddp_two_cpu_processes(corpus: tuple[Path, Path], tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.py: fit() installs the SIGINT/SIGTERM handlers on rank 0 only; the other ranks die "
-    "on the signal, rank 0's _any_rank all_reduce then fails and no checkpoint is written",
-)
 def test_ddp_sigterm_stops_every_rank_after_a_checkpoint(corpus: tuple[Path, Path], tmp_path: Path) -> None:
     train_manifest, dev = corpus
     config = tiny_config(train__epochs=2, train__max_frames=120)
