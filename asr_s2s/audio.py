@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,11 @@ import torch
 import torchaudio
 
 from asr_s2s.errors import AudioError
+
+# torchaudio's resampling filter has about (orig / g) * (new / g) taps, g = gcd(orig, new): a few
+# thousand for the usual rates, but 256 million (a gigabyte) for 16001 -> 16000 Hz. Rates whose
+# ratio needs more than this are refused rather than exhausting memory.
+MAX_RESAMPLE_TAPS = 2**24
 
 
 @functools.lru_cache(maxsize=16)
@@ -26,6 +32,19 @@ def resample(wave: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     return _resampler(int(orig_sr), int(new_sr))(wave)
 
 
+def check_sample_rate(path: str | Path, orig_sr: int, new_sr: int) -> None:
+    """Raise :class:`AudioError` naming ``path`` when ``orig_sr`` cannot be resampled to ``new_sr``."""
+    if orig_sr <= 0:
+        raise AudioError(path, f"invalid sample rate {orig_sr} Hz")
+    g = math.gcd(orig_sr, new_sr)
+    if (orig_sr // g) * (new_sr // g) > MAX_RESAMPLE_TAPS:
+        raise AudioError(
+            path,
+            f"unsupported sample rate {orig_sr} Hz (too costly to resample to {new_sr} Hz); "
+            f"convert the file to {new_sr} Hz first",
+        )
+
+
 def to_mono(wave: np.ndarray) -> np.ndarray:
     """Average the channels of ``(samples, channels)`` into ``(samples,)``."""
     return wave if wave.ndim == 1 else wave.mean(axis=1, dtype=np.float32)
@@ -38,7 +57,7 @@ def audio_info(path: str | Path) -> tuple[int, int, int]:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(path, _reason(err)) from None
+        raise AudioError(path, decode_error_reason(err)) from None
     return info.samplerate, info.frames, info.channels
 
 
@@ -58,6 +77,8 @@ def load_audio(
     try:
         with sf.SoundFile(str(path)) as handle:
             file_sr = handle.samplerate
+            if sample_rate is not None:
+                check_sample_rate(path, file_sr, sample_rate)
             start = int(round(offset * file_sr))
             if start > handle.frames:
                 raise AudioError(
@@ -68,7 +89,7 @@ def load_audio(
             frames = -1 if duration is None else int(round(duration * file_sr))
             data = handle.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(path, _reason(err)) from None
+        raise AudioError(path, decode_error_reason(err)) from None
     if data.shape[0] == 0:
         raise AudioError(path, "no audio samples")
     mono = to_mono(data)
@@ -89,6 +110,7 @@ def _check_file(path: Path) -> None:
         raise AudioError(path, "empty file (0 bytes)")
 
 
-def _reason(err: Exception) -> str:
+def decode_error_reason(err: Exception) -> str:
+    """The reason part of a soundfile error, without soundfile's ``Error opening 'path':`` prefix."""
     message = str(err).split(":", 1)[-1].strip() if ":" in str(err) else str(err)
     return f"cannot decode audio ({message or 'unknown format'})"

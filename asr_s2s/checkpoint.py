@@ -86,8 +86,13 @@ def bundle_from_payload(payload: dict[str, Any], path: str | Path = "<model>") -
         vocab = Vocabulary(tuple(payload["vocab"]))
         model = Seq2Seq(config.model, int(payload["n_mels"]), len(vocab), ctc=bool(payload.get("ctc")))
         model.load_state_dict(payload["model"])
-    except (KeyError, ValueError, RuntimeError, AsrError) as err:
-        raise CheckpointError(path, f"inconsistent model file ({str(err).splitlines()[0]})") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, AsrError) as err:
+        # load_state_dict's first line is only a heading ("Error(s) in loading state_dict for ...:").
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        detail = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+        if len(detail) > 200:
+            detail = detail[:200] + "..."
+        raise CheckpointError(path, f"inconsistent model file ({detail})") from None
     model.eval()
     return ModelBundle(model, config, vocab)
 

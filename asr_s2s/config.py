@@ -42,9 +42,14 @@ class FeatureConfig:
         return int(round(self.sample_rate * self.hop_ms / 1000))
 
 
+# "none": the decoder sees the audio only through the encoder's final states; "additive" and
+# "location" (location-aware additive) also attend over the encoder outputs, see asr_s2s.attention.
+ATTENTION_TYPES = ("none", "additive", "location")
+
+
 @dataclass
 class ModelConfig:
-    """Encoder, bridge and decoder sizes."""
+    """Encoder, bridge and decoder sizes, and the decoder's attention (one of ``ATTENTION_TYPES``)."""
 
     stack_frames: int = 3
     encoder_hidden: int = 256
@@ -78,6 +83,8 @@ class TrainConfig:
     grad_clip: float = 5.0
     label_smoothing: float = 0.1
     ctc_weight: float = 0.3
+    probe_weight: float = 0.0
+    probe_positions: int = 48
     spec_augment: bool = True
     curriculum_epochs: int = 0
     scheduled_sampling: float = 0.0
@@ -184,9 +191,7 @@ def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
                 return int(float(number))
             return float(number)
         except (TypeError, ValueError):
-            raise ConfigError(
-                f"{source}: '{key}' expects a finite {kind.__name__}, got {value!r}"
-            ) from None
+            raise ConfigError(f"{source}: '{key}' expects a finite {kind.__name__}, got {value!r}") from None
     if kind is str:
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             return str(value)
@@ -248,11 +253,10 @@ def validate(config: Config) -> None:
     m, t, f = config.model, config.train, config.features
     checks = [
         (
-            # Seq2Seq implements no attention: reject rather than silently ignore other values.
-            m.attention == "none",
-            f"model.attention={m.attention!r} is not implemented (only 'none': the decoder sees "
-            "the audio through the encoder's final states)",
+            m.attention in ATTENTION_TYPES,
+            f"model.attention={m.attention!r}: expected one of {', '.join(ATTENTION_TYPES)}",
         ),
+        (m.attention_dim >= 1, "model.attention_dim must be >= 1"),
         (m.stack_frames >= 1, "model.stack_frames must be >= 1"),
         (m.encoder_layers >= 1 and m.decoder_layers >= 1, "model layers must be >= 1"),
         (

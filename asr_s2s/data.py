@@ -12,12 +12,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from asr_s2s.audio import load_audio
-from asr_s2s.errors import AsrError
+from asr_s2s.errors import AsrError, AudioError
 from asr_s2s.features import LogMel
 from asr_s2s.manifest import Utterance
 from asr_s2s.text import Vocabulary
 
 log = logging.getLogger(__name__)
+
+# Manifest durations are rounded, or estimated from compressed headers: audio this much shorter
+# (seconds, or this fraction of the duration) is accepted. A larger shortfall means a truncated file
+# or a line pointing at the wrong file, whose transcript would not match the audio.
+DURATION_SLACK = 0.1
 
 
 @dataclass
@@ -75,14 +80,24 @@ class AsrDataset(Dataset[Example]):
         return len(self.utterances)
 
     def load_features(self, index: int) -> torch.Tensor:
-        """Log-mel ``(frames, n_mels)`` of one utterance; raises :class:`AsrError` for bad audio."""
+        """Log-mel ``(frames, n_mels)`` of one utterance; raises :class:`AsrError` for bad audio,
+        including audio clearly shorter than the manifest's duration."""
         utt = self.utterances[index]
+        sample_rate = self.extractor.cfg.sample_rate
         wave, _ = load_audio(
             utt.audio_filepath,
-            self.extractor.cfg.sample_rate,
+            sample_rate,
             utt.offset,
             utt.duration,  # as NeMo: a segment [offset, offset + duration], also when offset is 0
         )
+        seconds = len(wave) / sample_rate
+        if seconds < utt.duration - max(DURATION_SLACK, DURATION_SLACK * utt.duration):
+            where = f" after offset {utt.offset:g} s" if utt.offset else ""
+            raise AudioError(
+                utt.audio_filepath,
+                f"only {seconds:.2f} s of audio{where}, but the manifest says {utt.duration:g} s "
+                "(truncated, or the wrong file?)",
+            )
         return self.extractor(wave)
 
     def __getitem__(self, index: int) -> Example:

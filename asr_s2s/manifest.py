@@ -17,6 +17,9 @@ from typing import Any
 from asr_s2s.errors import ManifestError
 from asr_s2s.fileio import atomic_write
 
+# Longer than any recording: a larger 'duration' is a broken line (and would overflow frame counts).
+MAX_DURATION = 1e6
+
 
 @dataclass(frozen=True)
 class Utterance:
@@ -63,6 +66,10 @@ def parse_line(
         record = json.loads(line)
     except json.JSONDecodeError as err:
         raise fail(f"invalid JSON ({err.msg} at column {err.colno})") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise fail(f"invalid JSON ({err})") from None
+    except RecursionError:
+        raise fail("invalid JSON (nested too deeply)") from None
     if not isinstance(record, dict):
         raise fail("expected a JSON object")
     for key in ("audio_filepath", "duration", "text"):
@@ -77,6 +84,8 @@ def parse_line(
     duration = _number(record["duration"], "duration", fail)
     if duration <= 0:
         raise fail(f"'duration' must be positive, got {duration}")
+    if duration > MAX_DURATION:
+        raise fail(f"'duration' of {duration:g} seconds is not plausible (the limit is {MAX_DURATION:g})")
     offset = _number(record.get("offset", 0.0), "offset", fail)
     if offset < 0:
         raise fail(f"'offset' must not be negative, got {offset}")
@@ -89,6 +98,10 @@ def parse_line(
     if not isinstance(utt_id, str | int) or str(utt_id) == "":
         raise fail("'id' must be a non-empty string")
     speaker = record.get("speaker")
+    for key in ("audio_filepath", "text", "id", "speaker"):
+        if isinstance(record.get(key), str) and not _encodable(record[key]):
+            # A JSON escape of half a surrogate pair ("\ud800") decodes, but no file can hold it.
+            raise fail(f"'{key}' holds an unpaired surrogate escape (not valid Unicode)")
     return Utterance(
         id=str(utt_id),
         audio_filepath=audio_path,
@@ -99,12 +112,24 @@ def parse_line(
     )
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _number(value: Any, name: str, fail: Callable[[str], ManifestError]) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise fail(f"'{name}' must be a number, got {value!r}")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise fail(f"'{name}' must be finite, got an integer of {len(str(value))} digits") from None
+    if not math.isfinite(number):
         raise fail(f"'{name}' must be finite, got {value!r}")
-    return float(value)
+    return number
 
 
 def iter_manifest(
@@ -163,8 +188,11 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance], relative: 
     path = Path(path)
     base_dir = path.parent if relative else None
     count = 0
-    with atomic_write(path) as handle:
-        for utt in utterances:
-            handle.write(json.dumps(utt.to_json(base_dir), ensure_ascii=False) + "\n")
-            count += 1
+    try:
+        with atomic_write(path) as handle:
+            for utt in utterances:
+                handle.write(json.dumps(utt.to_json(base_dir), ensure_ascii=False) + "\n")
+                count += 1
+    except OSError as err:
+        raise ManifestError(path, f"cannot write ({err.strerror or err})") from None
     return count

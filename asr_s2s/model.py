@@ -1,7 +1,9 @@
 """Encoder, Bridge, Decoder and the Seq2Seq model that joins them.
 
-The decoder sees the audio only through its initial state: the encoder's final ``(h, c)`` of every
-layer, passed through the :class:`Bridge`. This module holds no data loading or search code.
+The decoder's initial state is the encoder's final ``(h, c)`` of every layer, passed through the
+:class:`Bridge`. With ``model.attention == "none"`` that is all the decoder sees of the audio; with
+``additive`` or ``location`` it also attends over the encoder outputs at every step (LAS-style, see
+:mod:`asr_s2s.attention`). This module holds no data loading or search code.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from asr_s2s.attention import AdditiveAttention
 from asr_s2s.config import ModelConfig
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]
@@ -131,25 +134,48 @@ class Bridge(nn.Module):
 
 @dataclass
 class DecoderState:
-    """Recurrent state of the decoder: ``h``, ``c`` each ``(layers, batch, hidden)``."""
+    """Recurrent state of the decoder: ``h``, ``c`` each ``(layers, batch, hidden)``.
+
+    Attention modes add the encoder side (None otherwise): ``memory`` ``(batch, time, memory_dim)``
+    the encoder outputs, ``keys`` ``(batch, time, attention_dim)`` their attention projection,
+    ``memory_mask`` ``(batch, time)`` True on real frames, ``context`` ``(batch, memory_dim)`` the
+    previous step's context vector and ``weights`` ``(batch, time)`` its attention weights.
+    """
 
     h: torch.Tensor
     c: torch.Tensor
+    memory: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
+    memory_mask: torch.Tensor | None = None
+    context: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> DecoderState:
         """Reorder or repeat along the batch, e.g. for beam search; ``index`` is ``(new_batch,)``."""
-        return replace(self, h=self.h.index_select(1, index), c=self.c.index_select(1, index))
+        batch_first = {
+            name: value.index_select(0, index)
+            for name in ("memory", "keys", "memory_mask", "context", "weights")
+            if (value := getattr(self, name)) is not None
+        }
+        return replace(self, h=self.h.index_select(1, index), c=self.c.index_select(1, index), **batch_first)
 
 
 class Decoder(nn.Module):
-    """Character embedding, M-layer LSTM and output projection."""
+    """Character embedding, M-layer LSTM and output projection, with optional attention.
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
+    With attention (``cfg.attention`` ``additive`` or ``location``), as in LAS: the LSTM input is the
+    embedding joined with the previous step's context (input feeding), the top layer's output ``s_t``
+    queries the encoder outputs for the context ``c_t``, and the output layer reads ``[s_t; c_t]``.
+    With ``none`` there are no attention parameters and the LSTM runs over all steps in one call.
+    """
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, memory_dim: int) -> None:
         super().__init__()
         self.cfg = cfg
+        context_dim = memory_dim if cfg.attention != "none" else 0
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim)
         self.lstm = nn.LSTM(
-            cfg.embedding_dim,
+            cfg.embedding_dim + context_dim,
             cfg.decoder_hidden,
             num_layers=cfg.decoder_layers,
             batch_first=True,
@@ -158,13 +184,55 @@ class Decoder(nn.Module):
         if cfg.forget_bias:
             init_forget_bias(self.lstm, cfg.forget_bias)
         self.dropout = nn.Dropout(cfg.decoder_dropout)
-        self.output = nn.Linear(cfg.decoder_hidden, vocab_size)
+        self.output = nn.Linear(cfg.decoder_hidden + context_dim, vocab_size)
+        self.attention = (
+            AdditiveAttention(cfg.decoder_hidden, memory_dim, cfg.attention_dim, cfg.attention == "location")
+            if context_dim
+            else None
+        )
+
+    def attach_memory(self, state: DecoderState, memory: torch.Tensor, lengths: torch.Tensor) -> DecoderState:
+        """Add the encoder outputs ``(batch, time, memory_dim)`` and their ``(batch,)`` lengths to
+        ``state``: zero context and uniform weights over the real frames (the location term's first
+        "previous" alignment, as in ESPnet)."""
+        assert self.attention is not None, "attach_memory is for attention modes"
+        mask = lengths_to_mask(lengths, memory.shape[1])
+        return replace(
+            state,
+            memory=memory,
+            keys=self.attention.keys(memory),
+            memory_mask=mask,
+            context=memory.new_zeros(memory.shape[0], memory.shape[2]),
+            weights=mask.float() / lengths[:, None].float(),
+        )
 
     def forward(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """Teacher forcing: ``(batch, steps)`` ids -> logits ``(batch, steps, vocab)``, one LSTM call."""
+        """Teacher forcing: ``(batch, steps)`` ids -> logits ``(batch, steps, vocab)``.
+
+        Without attention, one LSTM call over all steps; with attention, a loop over the steps, since
+        each step's input (and the location term) needs the previous step's attention.
+        """
         x = self.dropout(self.embedding(tokens))
-        out, (h, c) = self.lstm(x, (state.h, state.c))
-        return self.output(self.dropout(out)), replace(state, h=h, c=c)
+        if self.attention is None:
+            out, (h, c) = self.lstm(x, (state.h, state.c))
+            return self.output(self.dropout(out)), replace(state, h=h, c=c)
+        logits = []
+        for t in range(x.shape[1]):
+            step_logits, state = self._attend_step(x[:, t], state)
+            logits.append(step_logits)
+        return torch.stack(logits, 1), state
+
+    def _attend_step(self, x: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """One attention step: embedded input ``(batch, embedding_dim)`` -> logits ``(batch, vocab)``."""
+        if state.memory is None:
+            raise ValueError("an attention decoder needs the encoder outputs: use Seq2Seq.initial_state")
+        inputs = torch.cat([x, state.context], dim=-1)[:, None, :]
+        out, (h, c) = self.lstm(inputs, (state.h, state.c))
+        query = out[:, 0]
+        weights = self.attention(query, state.keys, state.memory_mask, state.weights)
+        context = torch.bmm(weights[:, None, :].to(state.memory.dtype), state.memory)[:, 0]
+        logits = self.output(self.dropout(torch.cat([query, context], dim=-1)))
+        return logits, replace(state, h=h, c=c, context=context, weights=weights)
 
     def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One step: previous ids ``(batch,)`` -> logits ``(batch, vocab)`` and the next state."""
@@ -174,15 +242,17 @@ class Decoder(nn.Module):
 
 @dataclass
 class ModelOutput:
-    """``logits`` ``(batch, steps, vocab)``; ``ctc_logits`` ``(batch, time', vocab)`` or None."""
+    """``logits`` ``(batch, steps, vocab)``; ``ctc_logits`` ``(batch, time', vocab)`` or None;
+    ``initial`` the decoder's initial state (for training aids that look at the bottleneck)."""
 
     logits: torch.Tensor
     ctc_logits: torch.Tensor | None
     enc_lengths: torch.Tensor
+    initial: DecoderState
 
 
 class Seq2Seq(nn.Module):
-    """Global feature normalization -> Encoder -> Bridge -> Decoder, plus an optional CTC head.
+    """Global feature normalization -> Encoder -> Bridge (-> attention) -> Decoder, plus an optional CTC head.
 
     The CTC head is a training aid on the encoder outputs; decoding never uses it.
     """
@@ -198,7 +268,7 @@ class Seq2Seq(nn.Module):
         self.bridge = Bridge(
             cfg.encoder_layers, self.encoder.output_dim, cfg.decoder_layers, cfg.decoder_hidden
         )
-        self.decoder = Decoder(cfg, vocab_size)
+        self.decoder = Decoder(cfg, vocab_size, self.encoder.output_dim)
         self.ctc_head = nn.Linear(self.encoder.output_dim, vocab_size) if ctc else None
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -213,9 +283,13 @@ class Seq2Seq(nn.Module):
         return self.encoder(x, lengths)
 
     def initial_state(self, enc: EncoderOutput) -> DecoderState:
-        """The decoder's initial state, computed from the encoder's final states only."""
+        """The decoder's initial state from the encoder's final states, plus, in attention modes, the
+        encoder outputs to attend over."""
         h, c = self.bridge(enc.final)
-        return DecoderState(h, c)
+        state = DecoderState(h, c)
+        if self.decoder.attention is not None:
+            state = self.decoder.attach_memory(state, enc.outputs, enc.lengths)
+        return state
 
     def forward(
         self,
@@ -239,4 +313,4 @@ class Seq2Seq(nn.Module):
             tokens_in = torch.cat([tokens_in[:, :1], torch.where(swap, predicted, tokens_in[:, 1:])], dim=1)
         logits, _ = self.decoder(tokens_in, state)
         ctc_logits = self.ctc_head(enc.outputs) if self.ctc_head is not None else None
-        return ModelOutput(logits, ctc_logits, enc.lengths)
+        return ModelOutput(logits, ctc_logits, enc.lengths, state)

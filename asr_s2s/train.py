@@ -11,7 +11,8 @@ import random
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,11 @@ from asr_s2s.checkpoint import (
 from asr_s2s.config import Config
 from asr_s2s.data import AsrDataset, Batch, BucketBatchSampler, collate, num_frames
 from asr_s2s.decoding import greedy_search
-from asr_s2s.errors import AsrError, ManifestError, TrainingError
+from asr_s2s.errors import AsrError, CheckpointError, ManifestError, TrainingError
 from asr_s2s.evaluate import score
 from asr_s2s.features import LogMel, RunningStats, SpecAugment
 from asr_s2s.fileio import atomic_write
-from asr_s2s.loss import cross_entropy, ctc_loss, teacher_forcing_io
+from asr_s2s.loss import StateProbe, cross_entropy, ctc_loss, teacher_forcing_io
 from asr_s2s.manifest import Utterance, read_manifest
 from asr_s2s.model import Seq2Seq
 from asr_s2s.text import Vocabulary
@@ -62,6 +63,9 @@ class TrainResult:
     skipped_utterances: int
     skipped_steps: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    skipped_lines: int = 0  # malformed manifest lines
+    unknown_char_utterances: int = 0  # texts with characters outside the vocabulary (read as <unk>)
+    oom_skipped: int = 0  # utterances left out of a step because even alone they did not fit in memory
 
 
 @dataclass
@@ -163,6 +167,10 @@ class Trainer:
         payload = None
         if resume and self.last_path.exists():
             payload = load_file(self.last_path)
+            if payload["kind"] != "checkpoint":
+                raise CheckpointError(
+                    self.last_path, "a model bundle, not a training checkpoint: cannot resume"
+                )
             config = _resumed_config(
                 config, Config.from_dict(payload["config"], str(self.last_path), strict=False)
             )
@@ -184,6 +192,7 @@ class Trainer:
         self.dev_set = AsrDataset(
             dev_utts[: t.dev_max_utts] if t.dev_max_utts else dev_utts, self.vocab, self.extractor
         )
+        self.unknown_char_utts = _note_unknown_chars(self.vocab, train_utts + self.dev_set.utterances)
         if t.cache_features:
             self.train_set.precompute(t.num_workers, self.progress)
             self.dev_set.precompute(t.num_workers, self.progress)
@@ -201,7 +210,18 @@ class Trainer:
             self.ddp = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.probe: torch.nn.Module | None = None
+        if t.probe_weight > 0:
+            cfg = config.model
+            self.probe = StateProbe(
+                2 * cfg.decoder_layers * cfg.decoder_hidden, len(self.vocab), t.probe_positions
+            )
+            self.probe.to(self.device)
+            if self.dist.world > 1:
+                self.probe = DistributedDataParallel(
+                    self.probe, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                )
+        self.optimizer = torch.optim.AdamW(self._parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.sampler = BucketBatchSampler(
             [num_frames(u.duration, config.features.hop_ms) for u in train_utts],
             t.max_frames,
@@ -233,6 +253,7 @@ class Trainer:
         self.batch_in_epoch = 0
         self.bad_steps = 0
         self.bad_in_row = 0
+        self.oom_skipped = 0
         self.best: list[dict[str, Any]] = []
         self.history: list[dict[str, Any]] = []
         self._stop = False
@@ -245,6 +266,9 @@ class Trainer:
         self.writer = None
 
     # ---- setup helpers -------------------------------------------------------------------------
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.model.parameters(), *(self.probe.parameters() if self.probe is not None else [])]
+
     def _epoch_len(self, epoch: int) -> int:
         self.sampler.set_epoch(epoch, self._shortest_first(epoch))
         return len(self.sampler.batches())
@@ -260,6 +284,8 @@ class Trainer:
             example = self.train_set[i]
             if example.feats is not None:
                 stats.update(example.feats)
+        if stats.count == 0:
+            raise TrainingError(f"none of the {len(self.train_set)} training utterances could be read")
         return stats.result()
 
     def _note_cache_errors(self, dataset: AsrDataset) -> None:
@@ -276,6 +302,8 @@ class Trainer:
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"])
+        if self.probe is not None:
+            _unwrap(self.probe).load_state_dict(payload["probe"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.step = payload["step"]
@@ -283,6 +311,7 @@ class Trainer:
         self.batch_in_epoch = payload["batch_in_epoch"]
         self.bad_steps = payload["bad_steps"]
         self.bad_in_row = payload.get("bad_in_row", 0)
+        self.oom_skipped = payload.get("oom_skipped", 0)
         self.best = payload["best"]
         self.history = payload["history"]
         set_rng_state(payload["rng"])
@@ -293,6 +322,8 @@ class Trainer:
         if not self.dist.main:
             return
         payload = bundle_payload(self.model, self.config, self.vocab, kind="checkpoint")
+        if self.probe is not None:
+            payload["probe"] = _unwrap(self.probe).state_dict()
         payload.update(
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
@@ -301,6 +332,7 @@ class Trainer:
             batch_in_epoch=self.batch_in_epoch,
             bad_steps=self.bad_steps,
             bad_in_row=self.bad_in_row,
+            oom_skipped=self.oom_skipped,
             best=self.best,
             history=self.history,
             rng=rng_state(),
@@ -330,44 +362,66 @@ class Trainer:
             ctc = ctc_loss(out.ctc_logits, out.enc_lengths, batch.tokens, batch.token_lens)
             loss = (1 - t.ctc_weight) * ce + t.ctc_weight * ctc
             parts["ctc"] = float(ctc.detach())
+        if self.probe is not None:
+            probe_logits = self.probe(out.initial.h, out.initial.c)
+            steps = min(probe_logits.shape[1], labels.shape[1])
+            aux = cross_entropy(probe_logits[:, :steps], labels[:, :steps].contiguous())
+            loss = loss + t.probe_weight * aux
+            parts["probe"] = float(aux.detach())
         return loss, parts
 
-    def _forward_backward(self, batch: Batch, scale: float) -> dict[str, float]:
-        """Accumulate gradients of ``batch``; an out-of-memory batch is split in two (single process)."""
-        try:
-            loss, parts = self._losses(batch)
-            (loss * scale).backward()
-            return parts
-        except torch.OutOfMemoryError:
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if self.dist.world > 1:
-                # Skipping on one rank would leave the others waiting in the gradient all-reduce.
-                raise TrainingError(
-                    f"out of memory on rank {self.dist.rank} with a batch of {len(batch)} utterances; "
-                    "lower train.max_frames"
-                ) from None
-            if len(batch) == 1:
-                log.warning(
-                    "out of memory on a batch of %d utterances (%s...); skipped", len(batch), batch.ids[0]
-                )
-                return {}
-            log.warning("out of memory on a batch of %d utterances; splitting it", len(batch))
-            half = len(batch) // 2
-            first = self._forward_backward(_slice(batch, 0, half), scale * half / len(batch))
-            self._forward_backward(_slice(batch, half, len(batch)), scale * (len(batch) - half) / len(batch))
-            return first
+    def _forward_backward(self, batch: Batch) -> dict[str, float]:
+        """Accumulate the gradients of ``batch``; returns the logged losses, empty when nothing fit.
+
+        After an out-of-memory error the gradients may hold part of a backward pass, so they are
+        cleared and the batch is processed again with the failing piece halved (single process); a
+        single utterance that does not fit is left out of the step and counted in ``oom_skipped``.
+        """
+        pieces = [(0, len(batch))]
+        while pieces:
+            kept = sum(stop - start for start, stop in pieces)
+            logged: dict[str, float] = {}
+            try:
+                for failing in pieces:
+                    weight = (failing[1] - failing[0]) / kept
+                    loss, parts = self._losses(_slice(batch, *failing))
+                    (loss * weight).backward()
+                    for key, value in parts.items():
+                        logged[key] = logged.get(key, 0.0) + weight * value
+                return logged
+            except torch.OutOfMemoryError:
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self.dist.world > 1:
+                    # Skipping on one rank would leave the others waiting in the gradient all-reduce.
+                    raise TrainingError(
+                        f"out of memory on rank {self.dist.rank} with a batch of {len(batch)} utterances; "
+                        "lower train.max_frames"
+                    ) from None
+                start, stop = failing
+                index = pieces.index(failing)
+                if stop - start == 1:
+                    self.oom_skipped += 1
+                    log.warning("out of memory on utterance %s alone; left out of the step", batch.ids[start])
+                    pieces[index : index + 1] = []
+                else:
+                    log.warning("out of memory on a batch of %d utterances; splitting it", stop - start)
+                    middle = (start + stop) // 2
+                    pieces[index : index + 1] = [(start, middle), (middle, stop)]
+        return {}
 
     def train_step(self, batch: Batch) -> dict[str, float] | None:
         """One optimizer step; returns the logged values, or None when the step was skipped."""
         t = self.config.train
         self.ddp.train()
         self.optimizer.zero_grad(set_to_none=True)
-        parts = self._forward_backward(batch, 1.0)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        parts = self._forward_backward(batch)
+        if not parts:  # no utterance of the batch fit in memory: nothing to learn from
+            return None
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters(), t.grad_clip)
         # Gradients are identical on all ranks after DDP's all-reduce, so all ranks decide alike.
-        if not parts or not torch.isfinite(grad_norm) or not all(math.isfinite(v) for v in parts.values()):
+        if not torch.isfinite(grad_norm) or not all(math.isfinite(v) for v in parts.values()):
             self.bad_steps += 1
             self.bad_in_row += 1
             log.warning("non-finite loss or gradient at step %d; step skipped", self.step)
@@ -421,8 +475,13 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.dist.main:
             return
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise TrainingError(
+                f"{self.out / 'metrics.jsonl'}: cannot write ({err.strerror or err})"
+            ) from None
         if self.writer is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -458,13 +517,30 @@ class Trainer:
                 signal.signal(sig, handler)
             if self.writer:
                 self.writer.close()
+        if self.skipped_lines:
+            log.warning("skipped %d malformed manifest lines", self.skipped_lines)
+        if self.unknown_char_utts:
+            log.warning(
+                "%d texts had characters outside the vocabulary (read as <unk>)", self.unknown_char_utts
+            )
         if self.bad_utts:
             log.warning("skipped %d unreadable utterances during training", len(self.bad_utts))
+        if self.oom_skipped:
+            log.warning("left %d utterances out of their steps: out of memory even alone", self.oom_skipped)
         if self.bad_steps:
             log.warning("skipped %d steps with a non-finite loss or gradient", self.bad_steps)
         best = min((b["dev_wer"] for b in self.best), default=float("nan"))
         return TrainResult(
-            self.out, model_path, best, self.step, len(self.bad_utts), self.bad_steps, self.history
+            self.out,
+            model_path,
+            best,
+            self.step,
+            len(self.bad_utts),
+            self.bad_steps,
+            self.history,
+            skipped_lines=self.skipped_lines,
+            unknown_char_utterances=self.unknown_char_utts,
+            oom_skipped=self.oom_skipped,
         )
 
     def _fit(self, stop_after_steps: int | None) -> None:
@@ -575,8 +651,11 @@ class Trainer:
         best_path = self.out / "best.pt"
         if not best_path.exists():
             save_model(best_path, self.model, self.config, self.vocab)
-        with open(best_path, "rb") as source, atomic_write(model_path, "wb") as target:
-            shutil.copyfileobj(source, target)
+        try:
+            with open(best_path, "rb") as source, atomic_write(model_path, "wb") as target:
+                shutil.copyfileobj(source, target)
+        except OSError as err:
+            raise CheckpointError(model_path, f"cannot write ({err.strerror or err})") from None
         paths = [self.out / b["path"] for b in self.best if (self.out / b["path"]).exists()]
         if self.config.train.average_best > 1 and len(paths) > 1:
             best_weights = {k: v.clone() for k, v in self.model.state_dict().items()}
@@ -600,6 +679,10 @@ class Trainer:
         return model_path
 
 
+def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
 # Options that may change when a run is resumed; the rest must match the checkpoint.
 RESUMABLE_OPTIONS = ("epochs", "max_steps", "log_every", "checkpoint_every", "num_workers", "dev_max_utts")
 
@@ -619,6 +702,21 @@ def _resumed_config(requested: Config, stored: Config) -> Config:
                     value,
                 )
     return stored
+
+
+def _note_unknown_chars(vocab: Vocabulary, utterances: Sequence[Utterance]) -> int:
+    """Warn about texts with characters outside the vocabulary (they become <unk>); returns their number."""
+    chars: Counter[str] = Counter()
+    count = 0
+    for utt in utterances:
+        unknown = vocab.unknown_chars(utt.text)
+        if unknown:
+            count += 1
+            chars.update(unknown)
+    if count:
+        listed = " ".join(repr(c) for c, _ in chars.most_common(20))
+        log.warning("%d texts have characters outside the vocabulary, read as <unk>: %s", count, listed)
+    return count
 
 
 def _slice(batch: Batch, start: int, stop: int) -> Batch:

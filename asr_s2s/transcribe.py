@@ -28,7 +28,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from asr_s2s.audio import audio_info, load_audio, resample, to_mono
+from asr_s2s.audio import audio_info, check_sample_rate, decode_error_reason, load_audio, resample, to_mono
 from asr_s2s.checkpoint import ModelBundle, load_bundle
 from asr_s2s.config import Config, DecodeConfig
 from asr_s2s.data import pad_features
@@ -170,6 +170,7 @@ def read_blocks(
     """
     path = Path(path)
     file_sr, frames, _ = audio_info(path)
+    check_sample_rate(path, file_sr, sample_rate)
     block = max(1, int((block_seconds or BLOCK_SECONDS) * file_sr))
     if frames <= block:
         yield load_audio(path, sample_rate)[0].numpy()
@@ -186,7 +187,7 @@ def read_blocks(
                     raise AudioError(path, "contains NaN or infinite samples")
                 yield resampler.push(mono)
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(path, f"cannot decode audio ({str(err).strip() or 'unknown error'})") from None
+        raise AudioError(path, decode_error_reason(err)) from None
     yield resampler.flush()
 
 
@@ -413,6 +414,7 @@ class Transcriber:
             if sample_rate is None:
                 raise ValueError("sample_rate is required with a waveform (it is the waveform's rate)")
             wave = as_mono(audio)
+            check_sample_rate("<waveform>", sample_rate, self.sample_rate)
             return None, len(wave) / sample_rate, _array_blocks(wave, sample_rate, self.sample_rate)
         raise TypeError(f"expected a path, numpy array or tensor, got {type(audio).__name__}")
 

@@ -1,0 +1,57 @@
+"""Additive attention over the encoder outputs, optionally location-aware.
+
+Energies of decoder state ``s`` against encoder frame ``h_j`` (Bahdanau et al., 2015; the location
+term as in Chorowski et al., 2015, LAS and ESPnet's ``AttLoc``):
+
+    e_j = w^T tanh(W s + V h_j + U f_j + b),    f = conv1d(previous attention weights)
+
+``additive`` leaves out ``U f_j``. This module holds no data loading or search code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# ESPnet's AttLoc uses 10 channels; 31 taps cover +-15 encoder frames (+-0.45 s at 3-frame stacking),
+# enough to see where the previous step attended and to learn to move forward from there.
+LOCATION_CHANNELS = 10
+LOCATION_KERNEL = 31
+
+
+class AdditiveAttention(nn.Module):
+    """``w^T tanh(W s + V h_j [+ U f_j] + b)``, softmax over the real (unmasked) frames."""
+
+    def __init__(self, query_dim: int, memory_dim: int, attention_dim: int, location: bool) -> None:
+        super().__init__()
+        self.query = nn.Linear(query_dim, attention_dim)  # W s + b
+        self.memory = nn.Linear(memory_dim, attention_dim, bias=False)  # V h_j
+        self.location = location
+        if location:
+            self.location_conv = nn.Conv1d(
+                1, LOCATION_CHANNELS, LOCATION_KERNEL, padding=LOCATION_KERNEL // 2, bias=False
+            )
+            self.location_proj = nn.Linear(LOCATION_CHANNELS, attention_dim, bias=False)  # U f_j
+        self.energy = nn.Linear(attention_dim, 1, bias=False)  # w
+
+    def keys(self, memory: torch.Tensor) -> torch.Tensor:
+        """``V h``: ``(batch, time, memory_dim) -> (batch, time, attention_dim)``, once per utterance."""
+        return self.memory(memory)
+
+    def forward(
+        self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, previous: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention weights ``(batch, time)``, summing to 1 over each row's real frames, 0 on padding.
+
+        ``query`` ``(batch, query_dim)`` is the decoder state, ``keys`` ``(batch, time, attention_dim)``
+        from :meth:`keys`, ``mask`` ``(batch, time)`` True on real frames, ``previous`` ``(batch, time)``
+        the previous step's weights (used by the location term only).
+        """
+        hidden = self.query(query)[:, None, :] + keys
+        if self.location:
+            # Padding frames hold weight 0, exactly what the convolution's zero padding would give for
+            # a shorter utterance alone: batching cannot change the location features of real frames.
+            features = self.location_conv(previous[:, None, :]).transpose(1, 2)
+            hidden = hidden + self.location_proj(features)
+        energies = self.energy(torch.tanh(hidden))[:, :, 0]
+        return energies.float().masked_fill(~mask, float("-inf")).softmax(-1)
