@@ -191,6 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"asr-s2s: {'stopped' if isinstance(err, Interrupted) else 'error'}: {err}", file=sys.stderr)
         return 130 if isinstance(err, Interrupted) else 1
+    except OSError as err:
+        # A file-system failure that no library function turned into an AsrError (disk full, no
+        # permission, a path that is a file): the environment's fault, so one line, not a traceback.
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"asr-s2s: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -383,8 +383,10 @@ class Trainer:
             logged: dict[str, float] = {}
             try:
                 for failing in pieces:
-                    weight = (failing[1] - failing[0]) / kept
-                    loss, parts = self._losses(_slice(batch, *failing))
+                    start, stop = failing
+                    weight = (stop - start) / kept
+                    whole = (start, stop) == (0, len(batch))  # slicing would cost a device sync
+                    loss, parts = self._losses(batch if whole else _slice(batch, start, stop))
                     (loss * weight).backward()
                     for key, value in parts.items():
                         logged[key] = logged.get(key, 0.0) + weight * value
@@ -399,7 +401,6 @@ class Trainer:
                         f"out of memory on rank {self.dist.rank} with a batch of {len(batch)} utterances; "
                         "lower train.max_frames"
                     ) from None
-                start, stop = failing
                 index = pieces.index(failing)
                 if stop - start == 1:
                     self.oom_skipped += 1

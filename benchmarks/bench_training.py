@@ -183,15 +183,20 @@ class Variant:
     step: Callable[[Batch], Any]
     batches: list[Batch]
     warmup: Batch
-    times: list[float] = field(default_factory=list)
+    times: list[benchlib.Timing] = field(default_factory=list)
 
     @property
     def audio_s(self) -> float:
         return sum(float(b.feat_lens.sum()) for b in self.batches) * _HOP_S
 
     @property
+    def time(self) -> benchlib.Timing:
+        return benchlib.total(self.times)
+
+    @property
     def speed(self) -> float:
-        return self.audio_s / sum(self.times)
+        """Audio seconds per wall-clock second."""
+        return self.audio_s / self.time.wall
 
     @property
     def padding(self) -> float:
@@ -284,7 +289,11 @@ def measure(variants: list[Variant], device: torch.device) -> None:
         for v in variants:
             if i < len(v.batches):
                 v.times.append(benchlib.timed(lambda v=v, i=i: v.step(v.batches[i]), device))
-                print(f"  {v.name}: batch {i + 1}/{len(v.batches)} {v.times[-1]:.2f} s", flush=True)
+                t = v.times[-1]
+                print(
+                    f"  {v.name}: batch {i + 1}/{len(v.batches)} {t.wall:.2f} s (CPU {t.cpu:.2f} s)",
+                    flush=True,
+                )
 
 
 def scenarios(args: Any) -> list[Scenario]:
@@ -327,42 +336,30 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
             variants, info = build_variants(scenario, Path(tmp), run.device, args.seed, proposed)
             measure(variants, run.device)
-        ref = variants[0].speed
-        table = benchlib.Table(
+        ref = variants[0]
+        title = (
             f"Training, {scenario.name}-size model ({info['parameters'] / 1e6:.1f} M parameters, "
-            f"max_frames {info['max_frames']}), {run.device}, {args.threads} threads",
-            [
-                "variant",
-                "batches",
-                "utts/batch",
-                "padding %",
-                "audio s",
-                "time s",
-                "audio-s/s",
-                "x reference",
-            ],
+            f"max_frames {info['max_frames']}), {run.device}, {args.threads} threads"
         )
+        if scenario.scale != 1.0:
+            title += f", utterances shortened {1 / scenario.scale:.0f}x (--quick)"
+        headers = ["variant", "batches", "utts/batch", "padding %", "audio s", "time s", "CPU s"]
+        table = benchlib.Table(title, [*headers, "audio-s/s", "x reference", "x reference (CPU s)"])
         for v in variants:
-            table.add(
-                v.name,
-                len(v.batches),
-                v.batch_size,
-                100 * v.padding,
-                v.audio_s,
-                sum(v.times),
-                v.speed,
-                v.speed / ref,
-            )
+            t = v.time
+            cpu_ratio = ref.time.cpu / ref.audio_s / (t.cpu / v.audio_s)
+            row = [v.name, len(v.batches), v.batch_size, 100 * v.padding, v.audio_s, t.wall, t.cpu]
+            table.add(*row, v.speed, v.speed / ref.speed, cpu_ratio)
         tables.append(table)
         targets.append(
-            benchlib.Target(f"{scenario.name}: ours / reference", variants[1].speed / ref, TARGET_RATIO)
+            benchlib.Target(f"{scenario.name}: ours / reference", variants[1].speed / ref.speed, TARGET_RATIO)
         )
         data[scenario.name] = {
             **info,
             "variants": {
                 v.name: {
                     "audio_s": v.audio_s,
-                    "times_s": v.times,
+                    "times": v.times,
                     "audio_s_per_s": v.speed,
                     "padding": v.padding,
                     "batch_sizes": [len(b) for b in v.batches],

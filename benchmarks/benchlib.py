@@ -91,17 +91,42 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    """Seconds one call of ``fn`` takes, GPU work included."""
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock seconds and this process's CPU seconds (all threads) of some work.
+
+    The wall clock is the measure; the CPU time shows how much of it was this process working: on a
+    machine shared with busier or higher-priority processes the wall clock grows, the CPU time not.
+    """
+
+    wall: float
+    cpu: float
+
+    def __add__(self, other: Timing) -> Timing:
+        return Timing(self.wall + other.wall, self.cpu + other.cpu)
+
+
+def total(timings: Sequence[Timing]) -> Timing:
+    """The sum of several timings."""
+    return sum(timings, Timing(0.0, 0.0))
+
+
+def best(timings: Sequence[Timing]) -> Timing:
+    """The fastest of repeated identical runs: the one least disturbed by other processes."""
+    return min(timings, key=lambda t: t.wall)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> Timing:
+    """Wall and CPU time of one call of ``fn``, GPU work included."""
     sync(device)
-    begin = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    return time.perf_counter() - begin
+    return Timing(time.perf_counter() - wall, time.process_time() - cpu)
 
 
-def repeat(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
-    """Times of ``repeats`` calls after ``warmup`` untimed ones (first calls pay for allocation and
+def repeat(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> list[Timing]:
+    """Timings of ``repeats`` calls after ``warmup`` untimed ones (first calls pay for allocation and
     kernel selection)."""
     for _ in range(warmup):
         fn()
@@ -300,9 +325,18 @@ def finish(run: Run, tables: Sequence[Table], targets: Sequence[Target], data: d
     }
     run.args.results.mkdir(parents=True, exist_ok=True)
     path = run.args.results / f"{run.name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(payload, indent=2, default=_plain) + "\n", encoding="utf-8")
     print(f"wrote {os.path.relpath(path)}")
     return path
+
+
+def _plain(value: Any) -> Any:
+    """JSON form of the dataclasses and NumPy scalars in results."""
+    if isinstance(value, Timing):
+        return asdict(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -109,9 +109,10 @@ def test_none_mode_has_exactly_the_old_parameters() -> None:
     model = _model("none")
     assert model.decoder.attention is None
     assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == NONE_STATE_DICT
-    # The default config is "none": a default-built model has the same keys.
-    assert Seq2Seq(ModelConfig(), N_MELS, VOCAB).cfg.attention == "none"
-    assert not any("attention" in name for name in Seq2Seq(ModelConfig(), N_MELS, VOCAB).state_dict())
+    # The default config is "none", with no attention parameters.
+    default = Seq2Seq(ModelConfig(), N_MELS, VOCAB)
+    assert default.cfg.attention == "none" and default.decoder.attention is None
+    assert not any("attention" in name for name in default.state_dict())
 
 
 def test_attention_modes_add_only_attention_parameters() -> None:
@@ -164,9 +165,9 @@ def test_training_lowers_the_loss_and_reaches_every_parameter(mode: str) -> None
     feats, lens = _batch([30, 21, 12])
     tokens = _tokens(3, 5, seed=1)
     inputs, labels = teacher_forcing_io(tokens, torch.tensor([5, 4, 2]))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-2)
     losses = []
-    for step in range(25):
+    for step in range(12):
         loss = cross_entropy(model(feats, lens, inputs).logits, labels)
         optimizer.zero_grad()
         loss.backward()
@@ -175,7 +176,7 @@ def test_training_lowers_the_loss_and_reaches_every_parameter(mode: str) -> None
             assert [n for n, p in model.named_parameters() if p.grad is None] == []
         optimizer.step()
         losses.append(float(loss.detach()))
-    assert losses[-1] < 0.5 * losses[0], losses
+    assert losses[-1] < 0.6 * losses[0], losses
 
 
 @pytest.mark.parametrize("mode", MODES)

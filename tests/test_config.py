@@ -201,9 +201,7 @@ def test_from_dict_missing_keys_take_defaults() -> None:
     ("override", "must_name"),
     [
         ("model.attention=bahdanau", "model.attention"),
-        # The model has no attention: a value it would silently ignore must be rejected.
-        ("model.attention=additive", "model.attention"),
-        ("model.attention=location", "model.attention"),
+        ("model.attention_dim=0", "model.attention_dim"),
         ("train.schedule=linear", "train.schedule"),
         ("train.ctc_weight=1.0", "train.ctc_weight"),
         ("train.ctc_weight=-0.1", "train.ctc_weight"),
