@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import FSDD_DIR, REPO
 
 pytestmark = pytest.mark.skipif(not FSDD_DIR.is_dir(), reason="shared FSDD recordings not present")
