@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not FSDD_DIR.is_dir(), reason="shared FSDD recor
 
 def test_tiny_recipe_runs_every_stage(tmp_path: Path) -> None:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-               FSDD_DIR=str(FSDD_DIR), OMP_NUM_THREADS="1")
+               FSDD_DIR=str(FSDD_DIR), OMP_NUM_THREADS="1", NPROC="1")
     exp, data = tmp_path / "exp", tmp_path / "data"
     done = subprocess.run(
         ["bash", "recipes/digits/run.sh", "--config", "recipes/digits/conf/tiny.yaml", "--exp", str(exp),
