@@ -655,8 +655,8 @@ def _write_text(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    except OSError as err:
-        raise AsrError(f"{path}: cannot write ({err.strerror or err})") from None
+    except OSError as err:  # the file, or the folder above it that could not be made
+        raise AsrError(f"{err.filename or path}: cannot write ({err.strerror or err})") from None
 
 
 def transcribe_files(

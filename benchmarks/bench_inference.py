@@ -22,7 +22,7 @@ import benchlib
 import numpy as np
 import soundfile as sf
 import torch
-from proposed import segmented
+from proposed import prototypes
 
 from asr_s2s.audio import load_audio
 from asr_s2s.config import Config, DecodeConfig
@@ -125,7 +125,7 @@ def main() -> None:
         [
             "input",
             "search",
-            "encoder",
+            "model code",
             "audio s",
             "time s",
             "CPU s",
@@ -134,9 +134,10 @@ def main() -> None:
             "chars per audio-s",
         ],
     )
-    encoders = {"packed (ours)": contextlib.nullcontext}
-    if not run.cuda:  # cuDNN runs packed sequences natively
-        encoders["SegmentedEncoder (proposed)"] = lambda: segmented(model)
+    variants = {"ours": contextlib.nullcontext}
+    if not run.cuda:  # the prototypes change the CPU path only
+        variants["+ CellStepDecoder"] = lambda: prototypes(model, encoder=False)
+        variants["+ CellStepDecoder + SegmentedEncoder"] = lambda: prototypes(model)
     targets, data = [], {"config_source": source, "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         rng = np.random.default_rng(args.seed)
@@ -149,7 +150,7 @@ def main() -> None:
             for beam in (1, 5):
                 cfg = forced_decode_config(config, beam, args.batch_size)
                 search = "greedy" if beam == 1 else f"beam {beam}"
-                for encoder, context in encoders.items():
+                for variant, context in variants.items():
                     with context():
                         times, chars = time_transcription(model, extractor, paths, cfg, run.device, repeats)
                     fastest = benchlib.best(times)
@@ -157,7 +158,7 @@ def main() -> None:
                     table.add(
                         name,
                         search,
-                        encoder,
+                        variant,
                         audio_s,
                         fastest.wall,
                         fastest.cpu,
@@ -165,9 +166,9 @@ def main() -> None:
                         fastest.cpu / audio_s,
                         chars / audio_s,
                     )
-                    run_info = {"input": name, "beam": beam, "encoder": encoder, "audio_s": audio_s}
+                    run_info = {"input": name, "beam": beam, "variant": variant, "audio_s": audio_s}
                     data["runs"].append({**run_info, "times": times, "rtf": rtf, "chars": chars})
-                    if len(paths) > 1 and encoder == "packed (ours)":
+                    if len(paths) > 1 and variant == "ours":
                         target = benchlib.Target(f"batched {search} RTF", rtf, TARGET_RTF[beam], False)
                         targets.append(target)
     peak = benchlib.peak_rss_mb()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from bench_inference import forced_decode_config, forced_length_model
 from bench_training import Scenario, build_variants, measure
-from proposed import segmented
+from proposed import prototypes
 
 from asr_s2s.config import Config
 from asr_s2s.data import pad_features
@@ -152,13 +152,13 @@ def main() -> None:
         with benchlib.autocast(run.device):
             greedy_search(model, feats, lengths, cfg)
 
-    def decode_segmented() -> None:
-        with segmented(model):
+    def decode_proposed() -> None:
+        with prototypes(model):
             decode()
 
-    infer = {"ours (packed)": decode}
+    infer = {"ours": decode}
     if not run.cuda:
-        infer["ours + SegmentedEncoder (proposed)"] = decode_segmented
+        infer["ours + proposed.py (both prototypes)"] = decode_proposed
     for name, fn in infer.items():
         fastest = benchlib.best(benchlib.repeat(fn, run.device, 2))
         work.append(

@@ -26,7 +26,7 @@ import benchlib
 import numpy as np
 import soundfile as sf
 import torch
-from proposed import check_equivalence, segmented
+from proposed import check_equivalence, prototypes
 from torch import nn
 
 from asr_s2s.config import Config, ModelConfig
@@ -262,7 +262,7 @@ def build_variants(
     if proposed:
 
         def proposed_step(batch: Batch) -> Any:
-            with segmented(model):
+            with prototypes(model, decoder=False):
                 return trainer.train_step(batch)
 
         variants.append(

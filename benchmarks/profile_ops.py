@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from bench_inference import forced_decode_config, forced_length_model, transcribe, write_waves
 from bench_training import build_variants, scenarios
-from proposed import segmented
+from proposed import prototypes
 from torch.profiler import ProfilerActivity, profile
 
 from asr_s2s.features import LogMel
@@ -63,7 +63,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
         lengths = [float(s) for s in benchlib.durations("digits", args.files, rng)]
         paths = write_waves(Path(tmp), lengths, 0, "utt")
-        encoders = {"packed (ours)": contextlib.nullcontext, "SegmentedEncoder": lambda: segmented(model)}
+        encoders = {"ours": contextlib.nullcontext, "ours + proposed.py": lambda: prototypes(model)}
         for name, context in encoders.items():
             with context():
                 transcribe(model, extractor, paths, cfg, device)

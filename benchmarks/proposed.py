@@ -1,30 +1,41 @@
-"""Prototype of a change suggested for ``asr_s2s/model.py``, so that the benchmarks can measure it.
+"""Prototypes of two changes suggested for ``asr_s2s/model.py``, so that the benchmarks can measure them.
 
-On CPU, ``nn.LSTM`` runs oneDNN's fused LSTM kernels (forward and backward) only for padded input.
-A ``PackedSequence`` whose lengths differ falls back to ATen's step-by-step implementation, which
-records several small ops per time step, layer and direction for autograd: several times slower,
-and much slower still when two OpenMP threads compete with other processes for two cores.
+:class:`SegmentedEncoder` (training). On CPU, ``nn.LSTM`` runs oneDNN's fused LSTM kernels (forward
+and backward) only for padded input. A ``PackedSequence`` whose lengths differ falls back to ATen's
+step-by-step implementation, whose backward also materializes, at every time step, a zero-filled
+gradient the size of the whole packed input projection (``slice_backward``): the cost per step
+grows with the sequence length, so a long-utterance batch is many times slower. The prototype keeps
+the packed semantics exactly (each utterance's recurrence stops at its own last frame, the final
+states are that frame's, the backward direction starts there) but calls the fused kernel on padded
+pieces: with the batch sorted longest first, the utterances still running between two consecutive
+distinct lengths are a prefix of the batch, so each layer and direction needs one call per distinct
+length, each continuing from the previous call's state.
 
-:class:`SegmentedEncoder` keeps the packed semantics exactly (each utterance's recurrence stops at
-its own last frame, the final states are those of that frame, the backward direction starts there)
-but calls the fused kernel on padded pieces. With the batch sorted longest first, the utterances
-still running between two consecutive distinct lengths are a prefix of the batch, so each layer and
-direction needs one call per distinct length, each continuing from the previous call's state. The
-parameters are the ``nn.LSTM``'s own, so checkpoints and optimizers are unaffected.
+:class:`CellStepDecoder` (decoding). ``Decoder.step`` runs a one-step ``nn.LSTM``, which on CPU is a
+oneDNN RNN primitive per call: costly for a single step. ``torch.lstm_cell`` per layer (two matrix
+products and one fused pointwise kernel) gives the same result for less.
+
+Both use the modules' own parameters, so checkpoints and optimizers are unaffected; both leave
+non-CPU devices (cuDNN) to the package's code.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from asr_s2s.config import ModelConfig
-from asr_s2s.model import Encoder, EncoderOutput, Seq2Seq, reverse_padded
+from asr_s2s.model import Decoder, DecoderState, Encoder, EncoderOutput, Seq2Seq, reverse_padded
 
 _GATE_PARAMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def _weights(lstm: torch.nn.LSTM, layer: int, suffix: str = "") -> list[torch.Tensor]:
+    return [getattr(lstm, f"{name}_l{layer}{suffix}") for name in _GATE_PARAMS]
 
 
 def _prefix_lstm(
@@ -72,7 +83,7 @@ class SegmentedEncoder(Encoder):
     """:class:`Encoder` with the same results, run on CPU through the fused (oneDNN) LSTM kernels."""
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
-        if feats.device.type != "cpu":  # cuDNN handles packed sequences natively
+        if feats.device.type != "cpu":
             return super().forward(feats, lengths)
         x, lengths = self.stack(feats, lengths)
         if self.cfg.reverse_input:
@@ -88,8 +99,7 @@ class SegmentedEncoder(Encoder):
                 x = F.dropout(x, lstm.dropout, training=True)  # nn.LSTM's dropout between layers
             outputs = []
             for direction in range(self.directions):
-                suffix = "_reverse" if direction else ""
-                weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in _GATE_PARAMS]
+                weights = _weights(lstm, layer, "_reverse" if direction else "")
                 source = reverse_padded(x, sorted_lengths) if direction else x
                 out, h, c = _prefix_lstm(source, steps, weights, self.training)
                 outputs.append(reverse_padded(out, sorted_lengths) if direction else out)
@@ -106,47 +116,71 @@ class SegmentedEncoder(Encoder):
         return EncoderOutput(x[restore], lengths, (merge(finals_h), merge(finals_c)))
 
 
-@contextlib.contextmanager
-def segmented(model: Seq2Seq) -> Iterator[Seq2Seq]:
-    """Run ``model``'s encoder as :class:`SegmentedEncoder` inside the block.
+class CellStepDecoder(Decoder):
+    """:class:`Decoder` whose single steps run ``torch.lstm_cell`` per layer on CPU."""
 
-    Swapping the class keeps the very parameter tensors, so an optimizer built on them still applies.
+    def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        if tokens.device.type != "cpu":
+            return super().step(tokens, state)
+        lstm = self.lstm
+        x = self.dropout(self.embedding(tokens))
+        hs, cs = [], []
+        for layer in range(lstm.num_layers):
+            if layer > 0:
+                x = F.dropout(x, lstm.dropout, self.training)  # nn.LSTM's dropout between layers
+            h, c = torch.lstm_cell(x, (state.h[layer], state.c[layer]), *_weights(lstm, layer))
+            hs.append(h)
+            cs.append(c)
+            x = h
+        return self.output(self.dropout(x)), replace(state, h=torch.stack(hs), c=torch.stack(cs))
+
+
+@contextlib.contextmanager
+def prototypes(model: Seq2Seq, encoder: bool = True, decoder: bool = True) -> Iterator[Seq2Seq]:
+    """Run ``model`` with the prototypes inside the block (the encoder's, the decoder's or both).
+
+    Swapping the classes keeps the very parameter tensors, so an optimizer built on them still applies.
     """
-    encoder = model.encoder
-    original = encoder.__class__
-    encoder.__class__ = SegmentedEncoder
+    swaps = []
+    if encoder:
+        swaps.append((model.encoder, SegmentedEncoder))
+    if decoder:
+        swaps.append((model.decoder, CellStepDecoder))
+    originals = [module.__class__ for module, _ in swaps]
     try:
+        for module, cls in swaps:
+            module.__class__ = cls
         yield model
     finally:
-        encoder.__class__ = original
+        for (module, _), original in zip(swaps, originals):
+            module.__class__ = original
 
 
-def check_equivalence(cfg: ModelConfig, n_mels: int = 6, batch: int = 5, seed: int = 0) -> float:
-    """Largest relative difference of outputs, final states and gradients between the package's
-    packed :class:`Encoder` and :class:`SegmentedEncoder` on a small random batch, in training mode
-    without dropout. Raises ``AssertionError`` above 1e-4: a prototype that computed something else
-    would not be worth timing."""
+def check_equivalence(cfg: ModelConfig, n_mels: int = 6, vocab_size: int = 7, seed: int = 0) -> float:
+    """Largest relative difference between the package's modules and the prototypes on small random
+    inputs: encoder outputs, final states and gradients (training mode, no dropout) and decoder step
+    logits and states (eval mode). Raises ``AssertionError`` above 1e-4: a prototype that computed
+    something else would not be worth timing."""
     torch.manual_seed(seed)
-    small = ModelConfig(
-        stack_frames=cfg.stack_frames,
-        encoder_hidden=8,
-        encoder_layers=cfg.encoder_layers,
-        bidirectional=cfg.bidirectional,
-        encoder_dropout=0.0,
-        reverse_input=cfg.reverse_input,
-    )
-    encoder = Encoder(small, n_mels).train()
-    lengths = torch.tensor([23, 9, 23, 1, 17][:batch])
+    small = replace(cfg, encoder_hidden=8, decoder_hidden=12, embedding_dim=5, encoder_dropout=0.0)
+    model = Seq2Seq(small, n_mels, vocab_size).train()
+    lengths = torch.tensor([23, 9, 23, 1, 17])
     feats = torch.randn(len(lengths), int(lengths.max()), n_mels)
+    tokens = torch.randint(0, vocab_size, (len(lengths),))
     results = []
-    for cls in (Encoder, SegmentedEncoder):
-        encoder.__class__ = cls
-        out = encoder(feats, lengths)
-        mask = torch.arange(out.outputs.shape[1])[None, :] < out.lengths[:, None]
-        loss = (out.outputs * mask[:, :, None]).pow(2).sum() + out.final[0].sum() + out.final[1].pow(2).sum()
-        grads = torch.autograd.grad(loss, list(encoder.parameters()))
-        results.append([t.detach() for t in (out.outputs * mask[:, :, None], *out.final, *grads)])
-    encoder.__class__ = Encoder
+    for use in (False, True):
+        with prototypes(model, encoder=use, decoder=use):
+            model.train()
+            enc = model.encoder(feats, lengths)
+            mask = (torch.arange(enc.outputs.shape[1])[None, :] < enc.lengths[:, None])[:, :, None]
+            loss = (enc.outputs * mask).pow(2).sum() + enc.final[0].sum() + enc.final[1].pow(2).sum()
+            grads = torch.autograd.grad(loss, list(model.encoder.parameters()))
+            model.eval()
+            state = model.initial_state(enc)
+            logits, state = model.decoder.step(tokens, state)
+            logits2, state = model.decoder.step(logits.argmax(-1), state)
+            outputs = (enc.outputs * mask, *enc.final, *grads, logits, logits2, state.h, state.c)
+            results.append([t.detach() for t in outputs])
     worst = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-6)) for a, b in zip(*results))
-    assert worst < 1e-4, f"SegmentedEncoder differs from Encoder by {worst:.2e} (relative)"
+    assert worst < 1e-4, f"the prototypes differ from the package's modules by {worst:.2e} (relative)"
     return worst

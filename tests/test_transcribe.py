@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
@@ -16,7 +17,6 @@ import torch
 from conftest import fsdd_files, noise, sine, tiny_model, write_audio
 
 import asr_s2s
-import asr_s2s.transcribe as transcribe_module
 from asr_s2s.audio import load_audio, resample
 from asr_s2s.checkpoint import ModelBundle, atomic_save, bundle_payload, load_file, rng_state
 from asr_s2s.cli import main
@@ -33,6 +33,9 @@ from asr_s2s.transcribe import (
     read_blocks,
     transcribe_files,
 )
+
+# The package re-exports the function `transcribe` under the module's name, as whisper does.
+transcribe_module = importlib.import_module("asr_s2s.transcribe")
 
 SR = 16000
 SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d\d\d) --> (\d\d:\d\d:\d\d,\d\d\d)\n(.+)$")
