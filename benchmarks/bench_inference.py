@@ -104,7 +104,7 @@ def main() -> None:
     p.add_argument("--files", type=int, default=64, help="files in the batched runs")
     p.add_argument("--single-seconds", type=float, default=3.0, help="length of the single file")
     p.add_argument(
-        "--batch-size", type=int, default=DecodeConfig().batch_size, help="utterances per search batch"
+        "--batch-size", type=int, default=0, help="utterances per search batch (default: the config's)"
     )
     p.add_argument("--repeats", type=int, default=3, help="timed runs over the batch of files")
     p.add_argument("--single-repeats", type=int, default=10, help="timed runs of the single file")
@@ -113,6 +113,7 @@ def main() -> None:
         args.files, args.repeats, args.single_repeats = 16, 1, 2
     run = benchlib.start("inference", args)
     config, source = benchlib.digits_config()
+    args.batch_size = args.batch_size or config.decode.batch_size
     vocab_size = len(Vocabulary.build([" ".join(benchlib.DIGIT_CHARS)]))
     model = forced_length_model(config, vocab_size, run.device)
     extractor = LogMel(config.features).to(run.device)

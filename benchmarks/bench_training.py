@@ -34,6 +34,7 @@ from asr_s2s.data import Batch, collate
 from asr_s2s.features import SpecAugment
 from asr_s2s.loss import cross_entropy, ctc_loss, teacher_forcing_io
 from asr_s2s.manifest import Utterance, write_manifest
+from asr_s2s.text import Vocabulary
 from asr_s2s.train import Trainer
 
 TARGET_RATIO = 3.0
@@ -52,6 +53,10 @@ class TutorialSeq2Seq(nn.Module):
 
     def __init__(self, cfg: ModelConfig, n_mels: int, vocab_size: int, ctc: bool) -> None:
         super().__init__()
+        if cfg.attention != "none":
+            raise SystemExit(
+                f"the reference is written without attention; model.attention is {cfg.attention!r}"
+            )
         self.cfg = cfg
         self.register_buffer("feat_mean", torch.zeros(n_mels))
         self.register_buffer("feat_std", torch.ones(n_mels))
@@ -122,6 +127,10 @@ def reference_step(
     optimizer.zero_grad(set_to_none=True)
     feats = batch.feats if spec_augment is None else spec_augment(batch.feats, batch.feat_lens)
     inputs, labels = teacher_forcing_io(batch.tokens, batch.token_lens)
+    if t.token_dropout > 0:  # the trainer's input-side training aid, to keep the work identical
+        hide = torch.rand(inputs.shape, device=inputs.device) < t.token_dropout
+        hide[:, 0] = False
+        inputs = inputs.masked_fill(hide & (inputs != Vocabulary.pad_id), Vocabulary.unk_id)
     with benchlib.autocast(feats.device):
         logits, ctc_logits = model(feats, inputs)
     loss = cross_entropy(logits, labels, t.label_smoothing)

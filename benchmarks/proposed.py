@@ -120,7 +120,7 @@ class CellStepDecoder(Decoder):
     """:class:`Decoder` whose single steps run ``torch.lstm_cell`` per layer on CPU."""
 
     def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        if tokens.device.type != "cpu":
+        if tokens.device.type != "cpu" or self.attention is not None:
             return super().step(tokens, state)
         lstm = self.lstm
         x = self.dropout(self.embedding(tokens))
