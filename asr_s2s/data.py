@@ -121,7 +121,9 @@ class AsrDataset(Dataset[Example]):
 
         cache: list[torch.Tensor | None] = [None] * len(self)
         loader = DataLoader(_Uncached(self), batch_size=None, num_workers=num_workers, collate_fn=_identity)
-        for example in tqdm(loader, total=len(self), desc="features", disable=not progress, leave=False):
+        for example in tqdm(
+            loader, total=len(self), desc="features", disable=not progress or None, leave=False
+        ):
             if example.error is not None:
                 self._cache_errors[example.index] = example.error
             else:

@@ -175,7 +175,7 @@ class Trainer:
                 config, Config.from_dict(payload["config"], str(self.last_path), strict=False)
             )
             log.info("resuming from %s (step %d)", self.last_path, payload["step"])
-        elif resume:
+        elif resume and self.dist.main:
             log.warning("--resume: no checkpoint at %s, starting from scratch", self.last_path)
         self.config = config
         t = config.train

@@ -73,6 +73,12 @@ def main() -> None:
         "librosa": benchlib.repeat(reference, run.device, args.repeats),
         "LogMel (ours)": benchlib.repeat(ours, run.device, args.repeats),
     }
+    if args.threads != 1 and not run.cuda:
+        # Short ops in two threads lose much of their time to synchronization when other processes
+        # hold the cores; the same work in one thread shows how much.
+        torch.set_num_threads(1)
+        times["LogMel (ours), 1 thread"] = benchlib.repeat(ours, run.device, args.repeats)
+        torch.set_num_threads(args.threads)
     table = benchlib.Table(
         f"Log-mel extraction: {args.utterances} utterances, {audio_s:.0f} s of 16 kHz audio, "
         f"{cfg.n_mels} mels, {run.device}, {args.threads} threads, best of {args.repeats} "
