@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser(
+        "report",
+        help="plots of an experiment: curves, WER by length, an example",
+        description="Plot training curves, WER by utterance length and one example with its transcript.",
+    )
+    p.add_argument("--exp", type=Path, required=True, help="experiment directory written by train")
+    p.add_argument("--eval", type=Path, help="folder written by evaluate (for WER by length)")
+    p.add_argument("--audio", type=Path, help="an audio file to show with its hypothesis")
+    p.add_argument("--reference", help="the reference text of --audio")
+    p.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
+    _add_common(p)
+
+    p = sub.add_parser(
         "config",
         help="print the resolved configuration as YAML",
         description="Show the configuration that a config file and overrides resolve to.",
@@ -131,7 +144,8 @@ def _run(args: argparse.Namespace) -> int:
             device=args.device,
             progress=progress,
         )
-        print(f"best dev WER {100 * result.best_wer:.2f}%  model: {result.model_path}")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone has the scores
+            print(f"best dev WER {100 * result.best_wer:.2f}%  model: {result.model_path}")
     elif args.command == "evaluate":
         from asr_s2s.evaluate import evaluate_manifest
         from asr_s2s.transcribe import load_model

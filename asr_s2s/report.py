@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from asr_s2s.evaluate import score  # noqa: E402
 
-log = logging.getLogger(__name__)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -68,7 +66,8 @@ def plot_wer_by_length(per_utterance: Path, out: Path, title: str = "WER by numb
     """Bar chart of :func:`wer_by_length`."""
     table = wer_by_length(per_utterance)
     fig, ax = plt.subplots(figsize=(6, 4))
-    bars = ax.bar([str(n) for n in table], [100 * v["wer"] for v in table.values()])
+    bars = ax.bar(list(table), [100 * v["wer"] for v in table.values()])
+    ax.set_xticks(list(table))
     for bar, v in zip(bars, table.values()):
         ax.annotate(
             f"n={v['utterances']}",
@@ -131,6 +130,4 @@ def write_report(
         made["example"] = plot_example(
             audio, load_model(exp / "model.pt", device="cpu"), reference, out / "example.png"
         )
-    for name, path in made.items():
-        log.info("%s: %s", name, path)
     return made

@@ -1,14 +1,15 @@
 """Inference real-time factor: greedy and beam-5 search, one file and batched, plus peak memory.
 
-Each run goes from WAV files to character ids: ``load_audio``, ``LogMel``, length-sorted batches of
-``DecodeConfig.batch_size`` padded by ``pad_features``, then ``asr_s2s.decoding``'s greedy or beam
-search (``asr_s2s.transcribe`` was being written when this was, so the pipeline is assembled here
-from the package's parts). RTF = processing time / audio duration.
+Each run is ``asr_s2s.transcribe.Transcriber.iter_transcriptions`` over WAV files, as ``asr-s2s
+transcribe`` runs it: reading, ``LogMel``, length-sorted batches of ``decode.batch_size``, greedy or
+beam search, text. RTF = processing time / audio duration.
 
 The model is an untrained digits-size ``Seq2Seq``. An untrained decoder would stop at once or run to
-the length limit, so the decoder is made to run as long as a real transcript: ``<eos>`` is given a
-logit of -1e4 and the length limit is set to 15 characters per audio second (``max_len_ratio`` per
-encoder frame, ``max_len_offset`` 0). Every utterance thus decodes exactly that many steps.
+the length limit, so it is made to decode exactly as long as a real transcript: its output layer
+always prefers the letter ``e`` (zero weights, bias 0 for ``e`` and -1e4 for every other token,
+``<eos>`` included), and the length limit is 15 characters per audio second (``max_len_ratio`` per
+encoder frame, ``max_len_offset`` 0). The search does the same work whatever the values, and the
+length of the text counts the decoder steps.
 """
 
 from __future__ import annotations
@@ -24,23 +25,23 @@ import soundfile as sf
 import torch
 from proposed import prototypes
 
-from asr_s2s.audio import load_audio
+from asr_s2s.checkpoint import ModelBundle
 from asr_s2s.config import Config, DecodeConfig
-from asr_s2s.data import pad_features
-from asr_s2s.decoding import beam_search, greedy_search
-from asr_s2s.features import LogMel
+from asr_s2s.errors import AsrError
 from asr_s2s.model import Seq2Seq
 from asr_s2s.text import Vocabulary
+from asr_s2s.transcribe import Transcriber
 
 TARGET_RTF = {1: 0.01, 5: 0.05}  # batched greedy, batched beam-5
 
 
-def forced_length_model(config: Config, vocab_size: int, device: torch.device) -> Seq2Seq:
-    """An untrained model whose decoder never emits ``<eos>``, so it runs to the length limit."""
-    model = Seq2Seq(config.model, config.features.n_mels, vocab_size).to(device).eval()
+def forced_length_model(config: Config, vocab: Vocabulary, device: torch.device) -> Seq2Seq:
+    """An untrained model whose decoder emits ``e`` at every step, so it runs to the length limit."""
+    model = Seq2Seq(config.model, config.features.n_mels, len(vocab)).to(device).eval()
     with torch.no_grad():
-        model.decoder.output.weight[Vocabulary.eos_id] = 0.0
-        model.decoder.output.bias[Vocabulary.eos_id] = -1e4
+        model.decoder.output.weight.zero_()
+        model.decoder.output.bias.fill_(-1e4)
+        model.decoder.output.bias[vocab.encode("e")[0]] = 0.0
     return model
 
 
@@ -56,37 +57,30 @@ def forced_decode_config(config: Config, beam_size: int, batch_size: int) -> Dec
     )
 
 
-def transcribe(
-    model: Seq2Seq, extractor: LogMel, paths: list[Path], cfg: DecodeConfig, device: torch.device
-) -> int:
-    """Decode the files; returns the number of characters produced (to check the forced length)."""
-    feats = [extractor(load_audio(p, extractor.cfg.sample_rate)[0].to(device)) for p in paths]
-    order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0], reverse=True)
-    search = greedy_search if cfg.beam_size == 1 else beam_search
-    chars = 0
-    for idx in benchlib.chunks(order, cfg.batch_size):
-        x, lengths = pad_features([feats[i] for i in idx])
-        with benchlib.autocast(device):
-            chars += sum(len(h) for h in search(model, x, lengths.to(device), cfg))
-    return chars
+def forced_transcriber(config: Config, device: torch.device) -> Transcriber:
+    """A :class:`Transcriber` of the forced-length digits-size model."""
+    vocab = Vocabulary.build([" ".join(benchlib.DIGIT_CHARS)])
+    model = forced_length_model(config, vocab, device)
+    config = replace(config, decode=forced_decode_config(config, 1, config.decode.batch_size))
+    return Transcriber(ModelBundle(model, config, vocab), device)
 
 
 def time_transcription(
-    model: Seq2Seq,
-    extractor: LogMel,
-    paths: list[Path],
-    cfg: DecodeConfig,
-    device: torch.device,
-    repeats: int,
+    transcriber: Transcriber, paths: list[Path], beam_size: int, batch_size: int, repeats: int
 ) -> tuple[list[benchlib.Timing], int]:
-    """Timings of :func:`transcribe` over ``paths`` and the characters it produced."""
+    """Timings of transcribing ``paths`` and the characters of text produced (one run's)."""
     chars = 0
 
     def once() -> None:
         nonlocal chars
-        chars = transcribe(model, extractor, paths, cfg, device)
+        with benchlib.autocast(transcriber.device):
+            results = list(transcriber.iter_transcriptions(paths, beam_size=beam_size, batch_size=batch_size))
+        for result in results:
+            if isinstance(result, AsrError):
+                raise result
+        chars = sum(len(r.text) for r in results)
 
-    return benchlib.repeat(once, device, repeats), chars
+    return benchlib.repeat(once, transcriber.device, repeats), chars
 
 
 def write_waves(folder: Path, seconds: list[float], seed: int, prefix: str) -> list[Path]:
@@ -114,9 +108,8 @@ def main() -> None:
     run = benchlib.start("inference", args)
     config, source = benchlib.digits_config()
     args.batch_size = args.batch_size or config.decode.batch_size
-    vocab_size = len(Vocabulary.build([" ".join(benchlib.DIGIT_CHARS)]))
-    model = forced_length_model(config, vocab_size, run.device)
-    extractor = LogMel(config.features).to(run.device)
+    transcriber = forced_transcriber(config, run.device)
+    model = transcriber.model
     rss_model = benchlib.peak_rss_mb()
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
     table = benchlib.Table(
@@ -149,11 +142,10 @@ def main() -> None:
             audio_s = sum(sf.info(str(p)).duration for p in paths)
             repeats = args.single_repeats if len(paths) == 1 else args.repeats
             for beam in (1, 5):
-                cfg = forced_decode_config(config, beam, args.batch_size)
                 search = "greedy" if beam == 1 else f"beam {beam}"
                 for variant, context in variants.items():
                     with context():
-                        times, chars = time_transcription(model, extractor, paths, cfg, run.device, repeats)
+                        times, chars = time_transcription(transcriber, paths, beam, args.batch_size, repeats)
                     fastest = benchlib.best(times)
                     rtf = fastest.wall / audio_s
                     table.add(

@@ -75,7 +75,8 @@ reference=$(python -c "import json,sys; print(json.loads(open(sys.argv[1]).readl
 if run 3; then
   echo "== stage 3: transcribe one test file"
   echo "file:       $sample_audio"
-  echo "hypothesis: $($asr --quiet transcribe --model "$exp/model.pt" --format txt "$sample_audio")"
+  hypothesis=$($asr --quiet transcribe --model "$exp/model.pt" --format txt "$sample_audio")
+  echo "hypothesis: $hypothesis"
   echo "reference:  $reference"
 fi
 
@@ -86,5 +87,16 @@ if run 4; then
 fi
 
 echo "== done in ${SECONDS}s"
+if [ -f "$exp/eval_test/summary.json" ]; then
+  python - "$exp/eval_test/summary.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"test WER {100 * s['wer']:.2f}%  CER {100 * s['cer']:.2f}%  "
+      f"(S/D/I {s['substitutions']}/{s['deletions']}/{s['insertions']}, {s['ref_words']} words, {s['utterances']} utterances)")
+PY
+fi
+echo "sample: $sample_audio"
+[ -n "${hypothesis:-}" ] && echo "  hypothesis: $hypothesis"
+echo "  reference:  $reference"
 echo "model:  $exp/model.pt"
-echo "report: $exp/report (plots), $exp/eval_test/summary.json"
+echo "report: $exp/report (training.png, wer_by_length.png, example.png), $exp/eval_test/summary.json"
