@@ -15,7 +15,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 from asr_s2s.evaluate import score  # noqa: E402
 
 
-
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]

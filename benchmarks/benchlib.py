@@ -269,6 +269,13 @@ class Target:
         return f"MISSED  {head}: short by {factor:.2f}x"
 
 
+def is_shared(before: Sequence[float], after: Sequence[float], threads: int) -> bool:
+    """Whether other processes used the cores: the 1-minute load average above the core count
+    before the run, or above the core count plus this run's own threads after it."""
+    cores = os.cpu_count() or 1
+    return before[0] > cores or after[0] > cores + threads
+
+
 def command_line() -> str:
     """The command as typed from the repository root, for the record."""
     python = os.path.relpath(sys.executable, REPO) if sys.executable.startswith(str(REPO)) else sys.executable
@@ -299,7 +306,7 @@ def machine() -> dict[str, Any]:
 def finish(run: Run, tables: Sequence[Table], targets: Sequence[Target], data: dict[str, Any]) -> Path:
     """Print the tables and targets, write ``<results>/<name>.json`` and return its path."""
     load_after = os.getloadavg()
-    shared = max(*run.load_before, *load_after) > (os.cpu_count() or 1)
+    shared = is_shared(run.load_before, load_after, run.args.threads)
     print()
     for table in tables:
         print(table.text(), end="\n\n")
@@ -307,7 +314,7 @@ def finish(run: Run, tables: Sequence[Table], targets: Sequence[Target], data: d
         print(target.text())
     print(f"load average before {run.load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
     if shared:
-        print(f"note: load above the {os.cpu_count()} cores: the machine was shared during this run")
+        print("note: the machine was shared during this run (other processes were using the cores)")
     payload = {
         "name": run.name,
         "command": command_line(),

@@ -30,25 +30,25 @@ SCRIPTS = {
 
 def summary(names: list[str], results: Path, load: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
     """Markdown of the result files of ``names``."""
+    reports = {
+        n: json.loads(p.read_text(encoding="utf-8")) for n in names if (p := results / f"{n}.json").exists()
+    }
     out = [
         f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load[0])}; "
         f"after: {', '.join(f'{x:.2f}' for x in load[1])}."
     ]
-    if max(*load[0], *load[1]) > (os.cpu_count() or 1):
-        out.append(f"The machine was shared during the run (load above its {os.cpu_count()} cores).")
+    if any(r["shared_machine"] for r in reports.values()):
+        out.append("The machine was shared during the run: other processes were using the cores.")
     for name in names:
-        path = results / f"{name}.json"
-        if not path.exists():
-            out += ["", f"### {name}", "", "(no result: the script failed)"]
+        out += ["", f"### {name}", ""]
+        if name not in reports:
+            out.append("(no result: the script failed)")
             continue
-        r = json.loads(path.read_text(encoding="utf-8"))
-        out += [
-            "",
-            f"### {name}",
-            "",
-            f"`{r['command']}` ({r['seconds']:.0f} s, load {r['load_before'][0]:.2f} -> "
-            f"{r['load_after'][0]:.2f})",
-        ]
+        r = reports[name]
+        out.append(
+            f"`{r['command']}` ({r['seconds']:.0f} s, 1-minute load {r['load_before'][0]:.2f} before, "
+            f"{r['load_after'][0]:.2f} after)"
+        )
         for t in r["tables"]:
             out += ["", benchlib.Table(t["title"], t["headers"], t["rows"]).markdown()]
         if r["targets"]:
