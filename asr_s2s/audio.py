@@ -13,6 +13,10 @@ import torchaudio
 
 from asr_s2s.errors import AudioError
 
+# What soundfile raises for files it cannot decode: its own error, and ValueError for headers that
+# make a file look unseekable or give impossible sizes (found by fuzzing).
+DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError)
+
 # torchaudio's resampling filter has about (orig / g) * (new / g) taps, g = gcd(orig, new): a few
 # thousand for the usual rates, but 256 million (a gigabyte) for 16001 -> 16000 Hz. Rates whose
 # ratio needs more than this are refused rather than exhausting memory.
@@ -56,7 +60,7 @@ def audio_info(path: str | Path) -> tuple[int, int, int]:
     _check_file(path)
     try:
         info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as err:
+    except DECODE_ERRORS as err:
         raise AudioError(path, decode_error_reason(err)) from None
     return info.samplerate, info.frames, info.channels
 
@@ -88,7 +92,7 @@ def load_audio(
                 handle.seek(start)
             frames = -1 if duration is None else int(round(duration * file_sr))
             data = handle.read(frames, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
+    except DECODE_ERRORS as err:
         raise AudioError(path, decode_error_reason(err)) from None
     if data.shape[0] == 0:
         raise AudioError(path, "no audio samples")

@@ -28,7 +28,15 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from asr_s2s.audio import audio_info, check_sample_rate, decode_error_reason, load_audio, resample, to_mono
+from asr_s2s.audio import (
+    DECODE_ERRORS,
+    audio_info,
+    check_sample_rate,
+    decode_error_reason,
+    load_audio,
+    resample,
+    to_mono,
+)
 from asr_s2s.checkpoint import ModelBundle, load_bundle
 from asr_s2s.config import Config, DecodeConfig
 from asr_s2s.data import pad_features
@@ -186,7 +194,7 @@ def read_blocks(
                 if not np.isfinite(mono).all():
                     raise AudioError(path, "contains NaN or infinite samples")
                 yield resampler.push(mono)
-    except (sf.LibsndfileError, RuntimeError) as err:
+    except DECODE_ERRORS as err:
         raise AudioError(path, decode_error_reason(err)) from None
     yield resampler.flush()
 
