@@ -230,10 +230,20 @@ class Table:
         return "\n".join(out)
 
     def markdown(self) -> str:
+        numeric = [all(_is_number(r[i]) for r in self.rows) for i in range(len(self.headers))]
         out = [f"**{self.title}**", "", "| " + " | ".join(self.headers) + " |"]
-        out.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.headers))) + "|")
+        out.append("|" + "|".join("---:" if n else "---" for n in numeric) + "|")
         out += ["| " + " | ".join(r) + " |" for r in self.rows]
         return "\n".join(out)
+
+
+def _is_number(cell: str) -> bool:
+    """Whether a formatted cell is a number (or empty): such columns are right-aligned."""
+    try:
+        float(cell.replace(",", "") or 0)
+    except ValueError:
+        return False
+    return True
 
 
 def fmt(value: Any) -> str:

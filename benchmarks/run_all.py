@@ -70,7 +70,8 @@ def main() -> None:
     unknown = [n for n in names if n not in SCRIPTS]
     if unknown:
         p.error(f"unknown benchmark(s): {', '.join(unknown)}")
-    common = ["--device", args.device, "--threads", str(args.threads), "--results", str(args.results)]
+    common = ["--device", args.device, "--threads", str(args.threads)]
+    common += ["--results", str(args.results)] if args.results != benchlib.RESULTS else []
     common += ["--quick"] if args.quick else []
     load_before = os.getloadavg()
     failed = []
