@@ -339,10 +339,10 @@ def main() -> None:
     run = benchlib.start("training", args)
     logging.basicConfig(level=logging.WARNING)
     with_prototype = not run.cuda  # on GPU the packed path is cuDNN's already
-    if with_prototype:
-        check_equivalence(ModelConfig())
     tables, targets, data = [], [], {}
     for scenario in scenarios(args):
+        if with_prototype:
+            check_equivalence(scenario.config.model)
         print(f"{scenario.name}: building the corpus and the trainer", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
             variants, info = build_variants(scenario, Path(tmp), run.device, args.seed, with_prototype)
