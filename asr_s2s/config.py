@@ -62,6 +62,9 @@ class ModelConfig:
     decoder_layers: int = 2
     decoder_dropout: float = 0.1
     forget_bias: float = 0.0
+    # Also feed the bridge's summary (the decoder's initial top-layer h) as an input at every
+    # decoder step, as in Cho et al. (2014); the decoder still sees the audio only through it.
+    summary_input: bool = False
     attention: str = "none"
     attention_dim: int = 128
 

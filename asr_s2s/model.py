@@ -140,10 +140,12 @@ class DecoderState:
     the encoder outputs, ``keys`` ``(batch, time, attention_dim)`` their attention projection,
     ``memory_mask`` ``(batch, time)`` True on real frames, ``context`` ``(batch, memory_dim)`` the
     previous step's context vector and ``weights`` ``(batch, time)`` its attention weights.
+    ``summary`` ``(batch, hidden)`` is the bridge's summary fed at every step (``summary_input``).
     """
 
     h: torch.Tensor
     c: torch.Tensor
+    summary: torch.Tensor | None = None
     memory: torch.Tensor | None = None
     keys: torch.Tensor | None = None
     memory_mask: torch.Tensor | None = None
@@ -154,7 +156,7 @@ class DecoderState:
         """Reorder or repeat along the batch, e.g. for beam search; ``index`` is ``(new_batch,)``."""
         batch_first = {
             name: value.index_select(0, index)
-            for name in ("memory", "keys", "memory_mask", "context", "weights")
+            for name in ("summary", "memory", "keys", "memory_mask", "context", "weights")
             if (value := getattr(self, name)) is not None
         }
         return replace(self, h=self.h.index_select(1, index), c=self.c.index_select(1, index), **batch_first)
@@ -167,15 +169,17 @@ class Decoder(nn.Module):
     embedding joined with the previous step's context (input feeding), the top layer's output ``s_t``
     queries the encoder outputs for the context ``c_t``, and the output layer reads ``[s_t; c_t]``.
     With ``none`` there are no attention parameters and the LSTM runs over all steps in one call.
+    With ``summary_input`` the LSTM input also holds the bridge's summary at every step.
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, memory_dim: int) -> None:
         super().__init__()
         self.cfg = cfg
         context_dim = memory_dim if cfg.attention != "none" else 0
+        summary_dim = cfg.decoder_hidden if cfg.summary_input else 0
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim)
         self.lstm = nn.LSTM(
-            cfg.embedding_dim + context_dim,
+            cfg.embedding_dim + summary_dim + context_dim,
             cfg.decoder_hidden,
             num_layers=cfg.decoder_layers,
             batch_first=True,
@@ -213,6 +217,10 @@ class Decoder(nn.Module):
         each step's input (and the location term) needs the previous step's attention.
         """
         x = self.dropout(self.embedding(tokens))
+        if self.cfg.summary_input:
+            if state.summary is None:
+                raise ValueError("summary_input needs the bridge's summary: use Seq2Seq.initial_state")
+            x = torch.cat([x, state.summary[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)
         if self.attention is None:
             out, (h, c) = self.lstm(x, (state.h, state.c))
             return self.output(self.dropout(out)), replace(state, h=h, c=c)
@@ -286,7 +294,7 @@ class Seq2Seq(nn.Module):
         """The decoder's initial state from the encoder's final states, plus, in attention modes, the
         encoder outputs to attend over."""
         h, c = self.bridge(enc.final)
-        state = DecoderState(h, c)
+        state = DecoderState(h, c, summary=h[-1] if self.cfg.summary_input else None)
         if self.decoder.attention is not None:
             state = self.decoder.attach_memory(state, enc.outputs, enc.lengths)
         return state

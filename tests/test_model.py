@@ -115,6 +115,24 @@ def test_bridge_decoder_depends_only_on_final_states() -> None:
     assert not torch.allclose(a, d, atol=1e-3)
 
 
+def test_summary_input_still_sees_only_the_final_states() -> None:
+    """``summary_input`` feeds the bridge's top-layer h to every step: the decoder's view of the audio
+    is still the final states alone, and the summary matters at every step, not just the first."""
+    model = _model(summary_input=True)
+    gen = torch.Generator().manual_seed(5)
+    final = (torch.randn(3, 2, 32, generator=gen), torch.randn(3, 2, 32, generator=gen))
+    tokens_in = _tokens(2, 7)
+    a = _decode_with(model, _fake_encoder_output(final, time=5, seed=1), tokens_in)
+    b = _decode_with(model, _fake_encoder_output(final, time=30, seed=2), tokens_in)
+    assert torch.equal(a, b)
+    state = model.initial_state(_fake_encoder_output(final, time=5, seed=1))
+    torch.testing.assert_close(state.summary, state.h[-1])
+    # Same initial (h, c), another summary: every step's logits change.
+    other = DecoderState(state.h, state.c, summary=state.summary + 1.0)
+    c, _ = model.decoder(tokens_in, other)
+    assert ((a - c).abs().amax(-1) > 1e-4).all()
+
+
 def test_bridge_full_model_ignores_encoder_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
     # Through Seq2Seq.forward: make the encoder return fixed final states with arbitrary outputs.
     model = _model()
@@ -200,7 +218,9 @@ def test_bidirectional_bridge_pass_through_concatenates_directions() -> None:
         torch.testing.assert_close(state.h[layer, :, 12:], h_n[2 * layer + 1])
 
 
-@pytest.mark.parametrize("changes", [{}, {"bidirectional": False, "decoder_layers": 3}])
+@pytest.mark.parametrize(
+    "changes", [{}, {"bidirectional": False, "decoder_layers": 3}, {"summary_input": True}]
+)
 def test_step_by_step_equals_teacher_forcing(changes: dict) -> None:
     model = _model(**changes)
     feats, lens = _batch([21, 33])
