@@ -16,8 +16,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from asr_s2s.attention import AdditiveAttention
 from asr_s2s.config import ModelConfig
-
-LSTMState = tuple[torch.Tensor, torch.Tensor]
+from asr_s2s.lstm import LSTMState, lstm_step, reverse_padded, segmented_lstm
 
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
@@ -41,14 +40,6 @@ def init_forget_bias(lstm: nn.LSTM, value: float) -> None:
                 param[hidden : 2 * hidden].zero_()
 
 
-def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each sequence of ``(batch, time, dim)`` within its own length; padding stays put."""
-    time = torch.arange(x.shape[1], device=x.device)[None, :]
-    index = (lengths[:, None] - 1 - time).clamp_min(0)
-    index = torch.where(time < lengths[:, None], index, time)
-    return x.gather(1, index[:, :, None].expand_as(x))
-
-
 @dataclass
 class EncoderOutput:
     """``outputs`` ``(batch, time', dim)``, ``lengths`` ``(batch,)``, ``final`` = (h, c), each
@@ -60,7 +51,8 @@ class EncoderOutput:
 
 
 class Encoder(nn.Module):
-    """Frame stacking with subsampling, then a stack of (bi)LSTM layers over packed sequences."""
+    """Frame stacking with subsampling, then a stack of (bi)LSTM layers with packed-sequence semantics
+    (each utterance's recurrence and final states end at its own length)."""
 
     def __init__(self, cfg: ModelConfig, n_mels: int) -> None:
         super().__init__()
@@ -93,9 +85,14 @@ class Encoder(nn.Module):
         x, lengths = self.stack(feats, lengths)
         if self.cfg.reverse_input:
             x = reverse_padded(x, lengths)
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, (h, c) = self.lstm(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        if x.device.type == "cpu":
+            # nn.LSTM on a PackedSequence takes a slow step-by-step path on CPU; this runs the same
+            # weights through the fused kernel with the same results (see asr_s2s.lstm).
+            out, (h, c) = segmented_lstm(self.lstm, x, lengths)
+        else:  # cuDNN runs packed sequences itself
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            out, (h, c) = self.lstm(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         layers, dirs = self.cfg.encoder_layers, self.directions
 
         def merge(s: torch.Tensor) -> torch.Tensor:
@@ -210,17 +207,23 @@ class Decoder(nn.Module):
             weights=mask.float() / lengths[:, None].float(),
         )
 
+    def _inputs(self, tokens: torch.Tensor, state: DecoderState) -> torch.Tensor:
+        """The LSTM inputs before any context: ids ``(batch, steps)`` -> ``(batch, steps, embedding_dim)``,
+        plus the bridge's summary ``(batch, hidden)`` on every step with ``summary_input``."""
+        x = self.dropout(self.embedding(tokens))
+        if self.cfg.summary_input:
+            if state.summary is None:
+                raise ValueError("summary_input needs the bridge's summary: use Seq2Seq.initial_state")
+            x = torch.cat([x, state.summary[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)
+        return x
+
     def forward(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """Teacher forcing: ``(batch, steps)`` ids -> logits ``(batch, steps, vocab)``.
 
         Without attention, one LSTM call over all steps; with attention, a loop over the steps, since
         each step's input (and the location term) needs the previous step's attention.
         """
-        x = self.dropout(self.embedding(tokens))
-        if self.cfg.summary_input:
-            if state.summary is None:
-                raise ValueError("summary_input needs the bridge's summary: use Seq2Seq.initial_state")
-            x = torch.cat([x, state.summary[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)
+        x = self._inputs(tokens, state)
         if self.attention is None:
             out, (h, c) = self.lstm(x, (state.h, state.c))
             return self.output(self.dropout(out)), replace(state, h=h, c=c)
@@ -231,12 +234,11 @@ class Decoder(nn.Module):
         return torch.stack(logits, 1), state
 
     def _attend_step(self, x: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """One attention step: embedded input ``(batch, embedding_dim)`` -> logits ``(batch, vocab)``."""
+        """One attention step: inputs ``(batch, input_dim)`` from :meth:`_inputs` -> logits
+        ``(batch, vocab)`` and the next state."""
         if state.memory is None:
             raise ValueError("an attention decoder needs the encoder outputs: use Seq2Seq.initial_state")
-        inputs = torch.cat([x, state.context], dim=-1)[:, None, :]
-        out, (h, c) = self.lstm(inputs, (state.h, state.c))
-        query = out[:, 0]
+        query, (h, c) = lstm_step(self.lstm, torch.cat([x, state.context], dim=-1), (state.h, state.c))
         weights = self.attention(query, state.keys, state.memory_mask, state.weights)
         context = torch.bmm(weights[:, None, :].to(state.memory.dtype), state.memory)[:, 0]
         logits = self.output(self.dropout(torch.cat([query, context], dim=-1)))
@@ -244,8 +246,11 @@ class Decoder(nn.Module):
 
     def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One step: previous ids ``(batch,)`` -> logits ``(batch, vocab)`` and the next state."""
-        logits, state = self.forward(tokens[:, None], state)
-        return logits[:, 0], state
+        x = self._inputs(tokens[:, None], state)[:, 0]
+        if self.attention is not None:
+            return self._attend_step(x, state)
+        out, (h, c) = lstm_step(self.lstm, x, (state.h, state.c))
+        return self.output(self.dropout(out)), replace(state, h=h, c=c)
 
 
 @dataclass

@@ -14,7 +14,6 @@ length of the text counts the decoder steps.
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,6 @@ import benchlib
 import numpy as np
 import soundfile as sf
 import torch
-from proposed import prototypes
 
 from asr_s2s.checkpoint import ModelBundle
 from asr_s2s.config import Config, DecodeConfig
@@ -119,7 +117,6 @@ def main() -> None:
         [
             "input",
             "search",
-            "model code",
             "audio s",
             "time s",
             "CPU s",
@@ -128,10 +125,6 @@ def main() -> None:
             "chars per audio-s",
         ],
     )
-    variants = {"ours": contextlib.nullcontext}
-    if not run.cuda:  # the prototypes change the CPU path only
-        variants["+ CellStepDecoder"] = lambda: prototypes(model, encoder=False)
-        variants["+ CellStepDecoder + SegmentedEncoder"] = lambda: prototypes(model)
     targets, data = [], {"config_source": source, "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as tmp:
         rng = np.random.default_rng(args.seed)
@@ -143,27 +136,24 @@ def main() -> None:
             repeats = args.single_repeats if len(paths) == 1 else args.repeats
             for beam in (1, 5):
                 search = "greedy" if beam == 1 else f"beam {beam}"
-                for variant, context in variants.items():
-                    with context():
-                        times, chars = time_transcription(transcriber, paths, beam, args.batch_size, repeats)
-                    fastest = benchlib.best(times)
-                    rtf = fastest.wall / audio_s
-                    table.add(
-                        name,
-                        search,
-                        variant,
-                        audio_s,
-                        fastest.wall,
-                        fastest.cpu,
-                        rtf,
-                        fastest.cpu / audio_s,
-                        chars / audio_s,
-                    )
-                    run_info = {"input": name, "beam": beam, "variant": variant, "audio_s": audio_s}
-                    data["runs"].append({**run_info, "times": times, "rtf": rtf, "chars": chars})
-                    if len(paths) > 1 and variant == "ours":
-                        target = benchlib.Target(f"batched {search} RTF", rtf, TARGET_RTF[beam], False)
-                        targets.append(target)
+                times, chars = time_transcription(transcriber, paths, beam, args.batch_size, repeats)
+                fastest = benchlib.best(times)
+                rtf = fastest.wall / audio_s
+                table.add(
+                    name,
+                    search,
+                    audio_s,
+                    fastest.wall,
+                    fastest.cpu,
+                    rtf,
+                    fastest.cpu / audio_s,
+                    chars / audio_s,
+                )
+                run_info = {"input": name, "beam": beam, "audio_s": audio_s}
+                data["runs"].append({**run_info, "times": times, "rtf": rtf, "chars": chars})
+                if len(paths) > 1:
+                    target = benchlib.Target(f"batched {search} RTF", rtf, TARGET_RTF[beam], False)
+                    targets.append(target)
     peak = benchlib.peak_rss_mb()
     memory = benchlib.Table("Memory", ["measure", "MiB"])
     memory.add("peak RSS after building the model", rss_model)

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from bench_inference import forced_decode_config, forced_length_model
 from bench_training import Scenario, build_variants, measure
-from proposed import prototypes
 
 from asr_s2s.config import Config
 from asr_s2s.data import pad_features
@@ -137,10 +136,8 @@ def main() -> None:
     if quick:
         scenario.scale, config.train.max_frames = 0.25, 1000
     with tempfile.TemporaryDirectory(prefix="bench-roofline-") as tmp:
-        variants, info = build_variants(
-            scenario, Path(tmp), run.device, args.seed, with_prototype=not run.cuda
-        )
-        variants = variants[1:]  # the tutorial reference is bench_training's business
+        variants, info = build_variants(scenario, Path(tmp), run.device, args.seed)
+        variants = variants[1:]  # ours: the tutorial reference is bench_training's business
         measure(variants, run.device)
     work = [Measured(f"training: {v.name}", train_flops * v.audio_s, v.time, v.audio_s) for v in variants]
 
@@ -158,20 +155,10 @@ def main() -> None:
         with benchlib.autocast(run.device):
             greedy_search(model, feats, lengths, cfg)
 
-    def decode_proposed() -> None:
-        with prototypes(model):
-            decode()
-
-    infer = {"ours": decode}
-    if not run.cuda:
-        infer["ours + proposed.py (both prototypes)"] = decode_proposed
-    for name, fn in infer.items():
-        fastest = benchlib.best(benchlib.repeat(fn, run.device, 2))
-        work.append(
-            Measured(
-                f"greedy decoding, batch {len(seconds)}: {name}", infer_flops * audio_s, fastest, audio_s
-            )
-        )
+    fastest = benchlib.best(benchlib.repeat(decode, run.device, 2))
+    work.append(
+        Measured(f"greedy decoding, batch {len(seconds)}: ours", infer_flops * audio_s, fastest, audio_s)
+    )
 
     squares_best = [max(pair, key=lambda m: m.gflops) for pair in zip(squares_before, squares())]
     peak = max(m.gflops for m in squares_best)
@@ -193,7 +180,6 @@ def main() -> None:
             m.gflops_cpu,
             100 * m.gflops_cpu / peak_cpu,
         )
-    # work[0] is ours; work[1], on CPU, the prototype (reported against the same goal, for comparison).
     targets = [
         benchlib.Target(f"{m.what}: fraction of matmul peak", m.gflops / peak, TARGET_FRACTION)
         for m in work

@@ -2,12 +2,12 @@
 
 Ours is ``Trainer.train_step`` itself (SpecAugment, teacher forcing, forward, label-smoothed cross
 entropy plus the CTC aid, backward, gradient clipping, AdamW, LR schedule) on the bucketed,
-``max_frames``-capped batches of ``BucketBatchSampler``, with the encoder on packed sequences. The
+``max_frames``-capped batches of ``BucketBatchSampler``, with the encoder's packed-sequence
+semantics (on CPU through the fused kernels of ``asr_s2s.lstm.segmented_lstm``). The
 reference is the same network with the same losses and optimizer written as tutorials write it:
 fixed-size batches of N utterances in random order, zero-padded, no packing, and a decoder
 unrolled one step at a time in Python over ``nn.LSTMCell``. It runs on the same utterances (the ones
-ours is timed on), N being our mean batch size. A third row runs ours with the encoder prototype of
-``proposed.py`` (a suggested change to ``asr_s2s/model.py``).
+ours is timed on), N being our mean batch size.
 
 Speed is audio seconds per second of wall-clock time, batch collation included; the steps of the
 variants are interleaved so that a change in the machine's load hits them alike.
@@ -26,7 +26,6 @@ import benchlib
 import numpy as np
 import soundfile as sf
 import torch
-from proposed import check_equivalence, prototypes
 from torch import nn
 
 from asr_s2s.config import Config, ModelConfig
@@ -219,10 +218,9 @@ class Variant:
 
 
 def build_variants(
-    scenario: Scenario, folder: Path, device: torch.device, seed: int, with_prototype: bool
+    scenario: Scenario, folder: Path, device: torch.device, seed: int
 ) -> tuple[list[Variant], dict[str, Any]]:
-    """The trainer, the reference and their batches for one scenario; ``with_prototype`` adds ours
-    with :class:`proposed.SegmentedEncoder`."""
+    """The trainer, the reference and their batches for one scenario: ``[reference, ours]``."""
     train_manifest, dev_manifest = write_corpus(
         folder, scenario.kind, scenario.utterances, scenario.letters, seed, scenario.scale
     )
@@ -267,18 +265,8 @@ def build_variants(
             load(warm[:mean_batch]),
             hop_s,
         ),
-        Variant(
-            "ours (Trainer.train_step, bucketed, packed)", trainer.train_step, ours_batches, load(warm), hop_s
-        ),
+        Variant("ours (Trainer.train_step, bucketed)", trainer.train_step, ours_batches, load(warm), hop_s),
     ]
-    if with_prototype:
-
-        def prototype_step(batch: Batch) -> Any:
-            with prototypes(model, decoder=False):
-                return trainer.train_step(batch)
-
-        name = "ours + SegmentedEncoder (proposed)"
-        variants.append(Variant(name, prototype_step, ours_batches, load(warm), hop_s))
     info = {
         "config_source": scenario.config_source,
         "model": asdict(config.model),
@@ -338,14 +326,11 @@ def main() -> None:
     args = p.parse_args()
     run = benchlib.start("training", args)
     logging.basicConfig(level=logging.WARNING)
-    with_prototype = not run.cuda  # on GPU the packed path is cuDNN's already
     tables, targets, data = [], [], {}
     for scenario in scenarios(args):
-        if with_prototype:
-            check_equivalence(scenario.config.model)
         print(f"{scenario.name}: building the corpus and the trainer", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
-            variants, info = build_variants(scenario, Path(tmp), run.device, args.seed, with_prototype)
+            variants, info = build_variants(scenario, Path(tmp), run.device, args.seed)
             measure(variants, run.device)
         ref = variants[0]
         title = (
@@ -362,10 +347,9 @@ def main() -> None:
             row = [v.name, len(v.batches), v.batch_size, 100 * v.padding, v.audio_s, t.wall, t.cpu]
             table.add(*row, v.speed, v.speed / ref.speed, cpu_ratio)
         tables.append(table)
-        # variants[1] is ours; variants[2], on CPU, the prototype (against the same goal, for comparison).
-        for v in variants[1:]:
-            what = f"{scenario.name}: {v.name.split(' (')[0]} / reference"
-            targets.append(benchlib.Target(what, v.speed / ref.speed, TARGET_RATIO))
+        ours = variants[1]
+        what = f"{scenario.name}: {ours.name.split(' (')[0]} / reference"
+        targets.append(benchlib.Target(what, ours.speed / ref.speed, TARGET_RATIO))
         data[scenario.name] = {
             **info,
             "variants": {

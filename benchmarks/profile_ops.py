@@ -11,7 +11,6 @@ Not part of ``run_all.py`` (a profile is a diagnosis, not a measurement). Exampl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import tempfile
 from pathlib import Path
 
@@ -20,7 +19,6 @@ import numpy as np
 import torch
 from bench_inference import forced_transcriber, write_waves
 from bench_training import build_variants, scenarios
-from proposed import prototypes
 from torch.nn.utils.rnn import pack_padded_sequence
 from torch.profiler import ProfilerActivity, profile
 
@@ -36,7 +34,8 @@ def packed_scaling(rows: int) -> None:
 
     The padded input runs oneDNN's fused kernels; the packed one ATen's step loop, whose backward
     materializes a zero-filled gradient of the whole input projection at every step
-    (``slice_backward``), so its cost per step grows with the sequence length.
+    (``slice_backward``), so its cost per step grows with the sequence length. (This is ``nn.LSTM``
+    itself: the package's encoder avoids the packed path on CPU, see ``asr_s2s.lstm``.)
     """
     lstm = torch.nn.LSTM(64, 128)
     for steps in (100, 200, 400, 800):
@@ -77,7 +76,7 @@ def main() -> None:
         args.scenarios, args.steps, args.max_frames = args.scenario, 1, 0
         (scenario,) = scenarios(args)
         with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
-            variants, _ = build_variants(scenario, Path(tmp), device, seed=0, with_prototype=True)
+            variants, _ = build_variants(scenario, Path(tmp), device, seed=0)
             for v in variants:
                 v.step(v.warmup)
                 with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -94,16 +93,10 @@ def main() -> None:
         def run() -> None:
             list(transcriber.iter_transcriptions(paths, beam_size=args.beam))
 
-        variants = {
-            "ours": contextlib.nullcontext,
-            "ours + proposed.py": lambda: prototypes(transcriber.model),
-        }
-        for name, context in variants.items():
-            with context():
-                run()
-                with profile(activities=[ProfilerActivity.CPU]) as prof:
-                    run()
-            show(f"{name}: transcribe {args.files} files, beam {args.beam}", prof, args.rows)
+        run()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run()
+        show(f"transcribe {args.files} files, beam {args.beam}", prof, args.rows)
 
 
 if __name__ == "__main__":

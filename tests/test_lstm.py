@@ -1,0 +1,153 @@
+"""Tests for asr_s2s.lstm: the fused-kernel runners give what nn.LSTM gives (outputs, final states,
+gradients). They guard the use of the private ``torch._VF.lstm``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from asr_s2s.lstm import lstm_step, segmented_lstm
+
+ATOL = 1e-5
+INPUT, HIDDEN = 3, 5
+# Unsorted, with ties, a length-1 sequence, and padding past the longest (time 8).
+LENGTHS = {"ties": [5, 2, 7, 2, 7, 1], "equal": [4, 4, 4], "single": [6]}
+
+
+def _lstm(layers: int, bidirectional: bool, dropout: float = 0.0, seed: int = 0) -> nn.LSTM:
+    torch.manual_seed(seed)
+    return nn.LSTM(
+        INPUT, HIDDEN, num_layers=layers, batch_first=True, bidirectional=bidirectional, dropout=dropout
+    )
+
+
+def _inputs(lengths: list[int], time: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), time, INPUT, generator=gen)
+    return x.requires_grad_(), torch.tensor(lengths)
+
+
+def _packed(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """The reference: nn.LSTM on the PackedSequence, padded back to ``x``'s time."""
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, state = lstm(packed)
+    out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out, state
+
+
+def _results_and_grads(fn, lstm: nn.LSTM, x: torch.Tensor) -> list[torch.Tensor]:
+    """Outputs, h, c, and the gradients of a random weighting of all three w.r.t. the parameters
+    and the input."""
+    out, (h, c) = fn()
+    gen = torch.Generator().manual_seed(2)
+    loss = sum((t * torch.randn(t.shape, generator=gen)).sum() for t in (out, h, c))
+    grads = torch.autograd.grad(loss, [*lstm.parameters(), x])
+    return [out, h, c, *grads]
+
+
+@pytest.mark.parametrize("lengths", LENGTHS.values(), ids=LENGTHS.keys())
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_segmented_equals_packed(lengths: list[int], layers: int, bidirectional: bool, train: bool) -> None:
+    lstm = _lstm(layers, bidirectional).train(train)
+    x, lens = _inputs(lengths)
+    ours = _results_and_grads(lambda: segmented_lstm(lstm, x, lens), lstm, x)
+    reference = _results_and_grads(lambda: _packed(lstm, x, lens), lstm, x)
+    dirs = 2 if bidirectional else 1
+    assert ours[0].shape == (len(lengths), 8, dirs * HIDDEN)
+    assert ours[1].shape == ours[2].shape == (layers * dirs, len(lengths), HIDDEN)
+    names = ["outputs", "h", "c", *(n for n, _ in lstm.named_parameters()), "input"]
+    for name, a, b in zip(names, ours, reference, strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0, msg=lambda m, name=name: f"{name}: {m}")
+    # Zeros past each length, and the final states are where each sequence ends.
+    for i, n in enumerate(lengths):
+        assert torch.equal(ours[0][i, n:], torch.zeros_like(ours[0][i, n:]))
+        torch.testing.assert_close(ours[1][-dirs, i], ours[0][i, n - 1, :HIDDEN])
+        if bidirectional:
+            torch.testing.assert_close(ours[1][-1, i], ours[0][i, 0, HIDDEN:])
+
+
+def test_segmented_applies_dropout_between_layers_only() -> None:
+    # Dropout 1 zeroes whatever it applies to, so nn.LSTM's placement (between layers, not after the
+    # last) is deterministic to compare: layers 2 and 3 see zeros, the outputs are not zeroed.
+    lstm = _lstm(3, bidirectional=True, dropout=1.0).train()
+    x, lens = _inputs(LENGTHS["ties"])
+    out, (h, c) = segmented_lstm(lstm, x, lens)
+    ref_out, (ref_h, ref_c) = _packed(lstm, x, lens)
+    torch.testing.assert_close(out, ref_out, atol=ATOL, rtol=0)
+    torch.testing.assert_close(h, ref_h, atol=ATOL, rtol=0)
+    torch.testing.assert_close(c, ref_c, atol=ATOL, rtol=0)
+    assert out.abs().amax() > 0
+    # The top layer saw zeros from a zero state: its outputs do not depend on the input, unless in eval.
+    other = x.detach() + 1.0
+    torch.testing.assert_close(segmented_lstm(lstm, other, lens)[0], out)
+    lstm.eval()
+    assert not torch.allclose(segmented_lstm(lstm, other, lens)[0], segmented_lstm(lstm, x, lens)[0])
+
+
+def test_segmented_rejects_bad_lengths() -> None:
+    lstm = _lstm(1, bidirectional=False)
+    x, _ = _inputs([3, 3])
+    for bad in ([3, 0], [9, 3]):
+        with pytest.raises(ValueError, match="lengths"):
+            segmented_lstm(lstm, x, torch.tensor(bad))
+
+
+def _one_step(lstm: nn.LSTM, x: torch.Tensor, state: tuple) -> tuple[torch.Tensor, tuple]:
+    out, new = lstm(x[:, None], state)
+    return out[:, 0], new
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_lstm_step_equals_one_step_lstm(layers: int, train: bool) -> None:
+    lstm = _lstm(layers, bidirectional=False).train(train)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, INPUT, generator=gen).requires_grad_()
+    state = (torch.randn(layers, 4, HIDDEN, generator=gen), torch.randn(layers, 4, HIDDEN, generator=gen))
+    ours = _results_and_grads(lambda: lstm_step(lstm, x, state), lstm, x)
+    reference = _results_and_grads(lambda: _one_step(lstm, x, state), lstm, x)
+    assert ours[0].shape == (4, HIDDEN) and ours[1].shape == (layers, 4, HIDDEN)
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    # Two steps in a row equal a two-step call.
+    x2 = torch.randn(4, INPUT, generator=gen)
+    out1, mid = lstm_step(lstm, x.detach(), state)
+    out2, (h, c) = lstm_step(lstm, x2, mid)
+    ref, (ref_h, ref_c) = lstm(torch.stack([x.detach(), x2], 1), state)
+    torch.testing.assert_close(torch.stack([out1, out2], 1), ref, atol=ATOL, rtol=0)
+    torch.testing.assert_close((h, c), (ref_h, ref_c), atol=ATOL, rtol=0)
+
+
+def test_lstm_step_applies_dropout_between_layers_only() -> None:
+    lstm = _lstm(3, bidirectional=False, dropout=1.0).train()
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, INPUT, generator=gen)
+    state = (torch.randn(3, 2, HIDDEN, generator=gen), torch.randn(3, 2, HIDDEN, generator=gen))
+    out, (h, c) = lstm_step(lstm, x, state)
+    ref, (ref_h, ref_c) = _one_step(lstm, x, state)
+    torch.testing.assert_close((out, h, c), (ref, ref_h, ref_c), atol=ATOL, rtol=0)
+    assert out.abs().amax() > 0
+
+
+def test_lstm_step_rejects_bidirectional() -> None:
+    lstm = _lstm(1, bidirectional=True)
+    state = (torch.zeros(2, 1, HIDDEN), torch.zeros(2, 1, HIDDEN))
+    with pytest.raises(ValueError, match="unidirectional"):
+        lstm_step(lstm, torch.zeros(1, INPUT), state)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_lstm_step_on_cuda_uses_the_module() -> None:
+    lstm = _lstm(2, bidirectional=False).eval()
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, INPUT, generator=gen)
+    state = (torch.randn(2, 3, HIDDEN, generator=gen), torch.randn(2, 3, HIDDEN, generator=gen))
+    cpu_out, cpu_state = lstm_step(lstm, x, state)
+    lstm.cuda()
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        out, (h, c) = lstm_step(lstm, x.cuda(), tuple(s.cuda() for s in state))
+    torch.testing.assert_close((out.cpu(), h.cpu(), c.cpu()), (cpu_out, *cpu_state), atol=1e-4, rtol=0)
