@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asr_s2s.lstm import lstm_step, segmented_lstm
+from asr_s2s.lstm import CELL_MAX_BATCH, lstm_step, segmented_lstm
 
 ATOL = 1e-5
 INPUT, HIDDEN = 3, 5
@@ -120,6 +120,24 @@ def test_lstm_step_equals_one_step_lstm(layers: int, train: bool) -> None:
     ref, (ref_h, ref_c) = lstm(torch.stack([x.detach(), x2], 1), state)
     torch.testing.assert_close(torch.stack([out1, out2], 1), ref, atol=ATOL, rtol=0)
     torch.testing.assert_close((h, c), (ref_h, ref_c), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize(("rows", "grad", "cell"), [(4, False, True), (5, False, False), (5, True, True)])
+def test_lstm_step_kernel_choice(monkeypatch: pytest.MonkeyPatch, rows: int, grad: bool, cell: bool) -> None:
+    """Small batches and training take ``lstm_cell``, large batches at inference the module; both agree."""
+    assert CELL_MAX_BATCH == 4
+    lstm = _lstm(2, bidirectional=False).eval()
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(rows, INPUT, generator=gen)
+    state = (torch.randn(2, rows, HIDDEN, generator=gen), torch.randn(2, rows, HIDDEN, generator=gen))
+    calls = []
+    real_cell = torch.lstm_cell
+    monkeypatch.setattr(torch, "lstm_cell", lambda *a: calls.append(1) or real_cell(*a))
+    with torch.set_grad_enabled(grad):
+        out, (h, c) = lstm_step(lstm, x, state)
+        ref, (ref_h, ref_c) = _one_step(lstm, x, state)
+    assert bool(calls) == cell
+    torch.testing.assert_close((out, h, c), (ref, ref_h, ref_c), atol=ATOL, rtol=0)
 
 
 def test_lstm_step_applies_dropout_between_layers_only() -> None:
