@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fsdd-dir", type=Path, help="folder of FSDD recordings; downloaded if omitted")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-train", type=int, default=6000)
+    parser.add_argument("--num-train", type=int, default=36000)
     parser.add_argument("--num-dev", type=int, default=500)
     parser.add_argument("--num-test", type=int, default=500)
     parser.add_argument("--min-digits", type=int, default=1)
