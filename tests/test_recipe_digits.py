@@ -33,3 +33,25 @@ def test_tiny_recipe_runs_every_stage(tmp_path: Path) -> None:
     for name in ("training.png", "wer_by_length.png", "example.png"):
         assert (exp / "report" / name).stat().st_size > 1000
     assert (exp / "model.pt").is_file() and (exp / "last.pt").is_file()
+
+
+def test_tiny_length_study_compares_both_modes(tmp_path: Path) -> None:
+    """study_length.sh at toy size: one model per attention mode, then the WER-by-length table."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               FSDD_DIR=str(FSDD_DIR), OMP_NUM_THREADS="1", PYTHON=sys.executable)
+    exp, data = tmp_path / "exp", tmp_path / "data"
+    done = subprocess.run(
+        ["bash", "recipes/digits/study_length.sh", "--config", "recipes/digits/conf/tiny.yaml",
+         "--exp", str(exp), "--data", str(data), "--max-digits", "3",
+         "--prepare-args", "--num-train 24 --num-dev 6 --num-test 9", "--", "--set", "train.epochs=1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = json.loads((exp / "wer_by_length.json").read_text())
+    assert set(table["parameters"]) == {"none", "location"}
+    assert table["parameters"]["location"] > table["parameters"]["none"]
+    for mode in ("none", "location"):
+        rows = table["wer_by_length"][mode]
+        assert set(rows) <= {"1", "2", "3"} and sum(r["utterances"] for r in rows.values()) == 9
+    assert "| digits | utterances |" in (exp / "wer_by_length.md").read_text()
+    assert (exp / "wer_by_length.png").stat().st_size > 1000

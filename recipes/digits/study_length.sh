@@ -5,6 +5,8 @@
 #        [--data DIR] [--max-digits N] [--seed N] [--modes "none location"]
 #        [--prepare-args "--num-train 6000 ..."] [-- extra train args, given to every model]
 #
+# What RESULTS.md reports: bash recipes/digits/study_length.sh (all defaults).
+#
 # Stages: 0 prepare a corpus of 1..N digits per utterance (N = 15), 1 train one model per
 # model.attention mode with otherwise identical settings (CONFIG, default conf/default.yaml, or the
 # package defaults when that file is absent), 2 evaluate each on the test split, 3 write
@@ -21,7 +23,11 @@ fsdd=${FSDD_DIR:-../shared/data/fsdd/recordings}
 max_digits=15
 seed=0
 modes="none location"
-prepare_args=""
+prepare_args="--num-train 6000"
+# The study's settings on top of CONFIG: 60 ms encoder steps, because at 100 ms (conf/default.yaml)
+# the character CTC aid is infeasible for the longest 15-digit utterances (more labels than frames);
+# 6 epochs over the 6,000 utterances for both models. Extra arguments after -- come later and win.
+study=(--set model.stack_frames=6 --set train.epochs=6)
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -66,7 +72,7 @@ for mode in $modes; do
     echo "== stage 1: train model.attention=$mode into $exp/$mode"
     # Last, so that an extra --set model.attention=... cannot override the mode under study.
     $asr train "${config_args[@]}" --train "$data/train.jsonl" --dev "$data/dev.jsonl" --out "$exp/$mode" \
-      --resume --set train.seed="$seed" "${extra[@]}" --set model.attention="$mode"
+      --resume --set train.seed="$seed" "${study[@]}" "${extra[@]}" --set model.attention="$mode"
   fi
   if run 2; then
     echo "== stage 2: evaluate $mode on the test split"
