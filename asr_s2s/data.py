@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -187,9 +186,9 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     Each epoch the lengths are jittered, sorted into batches and the batch order shuffled, all from
     ``seed + epoch`` (or kept shortest first, for a curriculum). Under distributed training every
-    rank gets the same number of batches (the
-    list is padded by repeating batches) and its own share of them. ``start_batch`` skips the first
-    batches of the current epoch, to resume mid-epoch.
+    rank gets the same number of batches (the list is padded by repeating the last batch) and its own
+    share of them, and at each step the ranks' batches are neighbours in length. ``start_batch``
+    skips the first batches of the current epoch, to resume mid-epoch.
     """
 
     def __init__(
@@ -245,12 +244,21 @@ class BucketBatchSampler(Sampler[list[int]]):
             longest = longest_if
         if current:
             batches.append(current)
+        # Under distributed training the ranks take turns through the list, and each step waits for
+        # the slowest rank, whose time follows its batch's longest utterance (the recurrence is
+        # sequential). So the length-sorted batches are grouped world_size at a time and whole groups
+        # are shuffled: at every step all ranks get batches of about the same length. The last group
+        # is filled up with its neighbours in length, so that a step never has a batch twice.
+        size = self.world_size
+        missing = -len(batches) % size
+        if missing:
+            last = len(batches) - (size - missing)
+            fill = batches[max(0, last - missing) : last]
+            batches += (fill + batches * size)[:missing]
+        groups = [batches[i : i + size] for i in range(0, len(batches), size)]
         if self.shuffle and not self.shortest_first:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        if self.world_size > 1:
-            per_rank = math.ceil(len(batches) / self.world_size)
-            batches = (batches * self.world_size)[: per_rank * self.world_size]
-        return batches
+            groups = [groups[i] for i in rng.permutation(len(groups))]
+        return [batch for group in groups for batch in group]
 
     def batches(self) -> list[list[int]]:
         """This rank's batches for the current epoch, before ``start_batch`` is applied."""

@@ -237,10 +237,16 @@ def test_sampler_distributed_sharding(world_size: int, n: int) -> None:
         single.set_epoch(epoch)
         total = len(list(single))
         assert len(per_rank[0]) == -(-total // world_size)
-        if total >= world_size:
-            # Ranks see different batches (repeats only pad the last round).
-            firsts = [tuple(batches[0]) for batches in per_rank]
-            assert len(set(firsts)) == world_size
+        # At every step the ranks hold different batches that are neighbours in length: within
+        # world_size - 1 places of each other in the length-sorted order.
+        ordered = BucketBatchSampler(frames, 600, seed=9)
+        ordered.set_epoch(epoch, shortest_first=True)
+        place = {tuple(b): i for i, b in enumerate(ordered)}
+        for k in range(len(per_rank[0])):
+            places = [place[tuple(batches[k])] for batches in per_rank]
+            assert max(places) - min(places) <= world_size - 1
+            if total >= world_size:
+                assert len(set(places)) == world_size
 
 
 def test_sampler_start_batch_resumes_mid_epoch() -> None:
