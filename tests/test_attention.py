@@ -7,6 +7,7 @@ modes must train, step like they teacher-force, ignore padding and survive beam 
 from __future__ import annotations
 
 import ast
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -307,3 +308,37 @@ def test_attention_module_imports_no_data_or_search_code() -> None:
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not any(name.startswith("asr_s2s") for name in imported), imported
+
+
+@pytest.mark.parametrize("mode", ATTENTION_MODES)
+def test_transcribe_and_evaluate_in_attention_modes(mode: str, tmp_path: Path) -> None:
+    """The user-facing paths (files -> text, manifest -> scores) run the attention decoder and give
+    what decoding the features directly gives, greedy and beam."""
+    import soundfile as sf
+    from conftest import build_manifest, tiny_model
+
+    from asr_s2s.evaluate import evaluate_manifest
+    from asr_s2s.manifest import read_manifest
+    from asr_s2s.text import normalize
+    from asr_s2s.transcribe import load_model
+
+    model, config, vocab = tiny_model(model__attention=mode)
+    save_model(tmp_path / "model.pt", model, config, vocab)
+    manifest = build_manifest(tmp_path / "data", ["one two", "three", "four five six"], [0.5, 0.8, 1.1])
+    transcriber = load_model(tmp_path / "model.pt", device="cpu")
+    assert transcriber.model.decoder.attention is not None
+    waves = [sf.read(u.audio_filepath, dtype="float32")[0] for u in read_manifest(manifest)]
+    for beam in (1, 3):
+        settings = replace(config.decode, beam_size=beam)
+        direct = []
+        for wave in waves:
+            feats = transcriber.extractor(torch.from_numpy(wave))[None]
+            (ids,) = decode(model, feats, torch.tensor([feats.shape[1]]), settings)
+            direct.append(vocab.decode(ids))
+        assert transcriber.decode(waves, beam_size=beam) == direct
+        report = evaluate_manifest(
+            transcriber, manifest, tmp_path / f"eval{beam}", beam_size=beam, progress=False
+        )
+        rows = [json.loads(line) for line in (tmp_path / f"eval{beam}" / "per_utterance.jsonl").open()]
+        assert [r["hypothesis"] for r in rows] == [normalize(text) for text in direct]
+        assert (report.score.utterances, report.beam_size, report.failed_utterances) == (3, beam, 0)
