@@ -133,6 +133,24 @@ def librispeech_flac() -> Path:
 DIGIT_WORDS = "zero one two three four five six seven eight nine"
 
 
+def random_feats(lengths: list[int], n_mels: int, seed: int = 0):
+    """A padded batch of random log-mels ``(batch, max(lengths), n_mels)`` and its ``(batch,)`` lengths."""
+    import torch
+
+    from asr_s2s.data import pad_features
+
+    gen = torch.Generator().manual_seed(seed)
+    return pad_features([torch.randn(n, n_mels, generator=gen) for n in lengths])
+
+
+def random_tokens(batch: int, steps: int, vocab_size: int, seed: int = 0):
+    """Random character ids ``(batch, steps)``, none of them a special id (pad, sos, eos, unk)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(4, vocab_size, (batch, steps), generator=gen)
+
+
 def tiny_model(seed: int = 0, **overrides):
     """``(Seq2Seq, Config, Vocabulary)``: a random-init :func:`tiny_config` model over the digit words."""
     import torch

@@ -12,17 +12,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
+from conftest import build_manifest, random_feats, random_tokens, tiny_model
 
 import asr_s2s.attention as attention_module
 from asr_s2s.checkpoint import load_bundle, save_model
 from asr_s2s.config import Config, DecodeConfig, ModelConfig, apply_overrides
-from asr_s2s.data import pad_features
 from asr_s2s.decoding import beam_search, decode, greedy_search
 from asr_s2s.errors import ConfigError
+from asr_s2s.evaluate import evaluate_manifest
 from asr_s2s.loss import cross_entropy, teacher_forcing_io
+from asr_s2s.manifest import read_manifest
 from asr_s2s.model import DecoderState, EncoderOutput, Seq2Seq
-from asr_s2s.text import Vocabulary
+from asr_s2s.text import Vocabulary, normalize
+from asr_s2s.transcribe import load_model
 
 N_MELS, VOCAB = 20, 11
 MODES = ["none", "additive", "location"]
@@ -89,13 +93,11 @@ def _model(attention: str = "none", seed: int = 0, **changes) -> Seq2Seq:
 
 
 def _batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    return pad_features([torch.randn(n, N_MELS, generator=gen) for n in lengths])
+    return random_feats(lengths, N_MELS, seed)
 
 
 def _tokens(batch: int, steps: int, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(4, VOCAB, (batch, steps), generator=gen)
+    return random_tokens(batch, steps, VOCAB, seed)
 
 
 def test_config_accepts_the_three_modes_only() -> None:
@@ -314,14 +316,6 @@ def test_attention_module_imports_no_data_or_search_code() -> None:
 def test_transcribe_and_evaluate_in_attention_modes(mode: str, tmp_path: Path) -> None:
     """The user-facing paths (files -> text, manifest -> scores) run the attention decoder and give
     what decoding the features directly gives, greedy and beam."""
-    import soundfile as sf
-    from conftest import build_manifest, tiny_model
-
-    from asr_s2s.evaluate import evaluate_manifest
-    from asr_s2s.manifest import read_manifest
-    from asr_s2s.text import normalize
-    from asr_s2s.transcribe import load_model
-
     model, config, vocab = tiny_model(model__attention=mode)
     save_model(tmp_path / "model.pt", model, config, vocab)
     manifest = build_manifest(tmp_path / "data", ["one two", "three", "four five six"], [0.5, 0.8, 1.1])

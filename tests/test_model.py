@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import random_feats, random_tokens
 
 import asr_s2s.model as model_module
 from asr_s2s.config import ModelConfig
-from asr_s2s.data import pad_features
 from asr_s2s.loss import cross_entropy, teacher_forcing_io
 from asr_s2s.model import (
     Bridge,
@@ -49,13 +49,11 @@ def _model(ctc: bool = False, seed: int = 0, **changes) -> Seq2Seq:
 
 
 def _batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    return pad_features([torch.randn(n, N_MELS, generator=gen) for n in lengths])
+    return random_feats(lengths, N_MELS, seed)
 
 
 def _tokens(batch: int, steps: int, seed: int = 0) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(4, VOCAB, (batch, steps), generator=gen)
+    return random_tokens(batch, steps, VOCAB, seed)
 
 
 def test_shapes() -> None:
