@@ -86,8 +86,6 @@ class TrainConfig:
     grad_clip: float = 5.0
     label_smoothing: float = 0.1
     ctc_weight: float = 0.3
-    probe_weight: float = 0.0
-    probe_positions: int = 48
     spec_augment: bool = True
     curriculum_epochs: int = 0
     scheduled_sampling: float = 0.0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from asr_s2s.text import Vocabulary
 
@@ -49,25 +48,3 @@ def ctc_loss(
         zero_infinity=True,
     )
     return loss / token_lengths.sum().clamp_min(1)
-
-
-class StateProbe(nn.Module):
-    """Training aid: predicts the first ``positions`` target characters straight from the decoder's
-    initial state ``(h, c)``, each position with its own linear read-out.
-
-    The decoder's own gradient reaches the initial state only through as many recurrent steps as the
-    character is far into the transcript; the probe gives every position a one-step path, so the
-    encoder learns early to pack the whole transcript into its final states. It is not part of the
-    model: decoding never uses it.
-    """
-
-    def __init__(self, state_dim: int, vocab_size: int, positions: int) -> None:
-        super().__init__()
-        self.positions = positions
-        self.vocab_size = vocab_size
-        self.readout = nn.Linear(state_dim, positions * vocab_size)
-
-    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """``h``, ``c`` ``(layers, batch, hidden)`` -> logits ``(batch, positions, vocab)``."""
-        state = torch.cat([h, c], dim=0).transpose(0, 1).reshape(h.shape[1], -1)
-        return self.readout(state).view(-1, self.positions, self.vocab_size)

@@ -256,12 +256,11 @@ class Decoder(nn.Module):
 @dataclass
 class ModelOutput:
     """``logits`` ``(batch, steps, vocab)``; ``ctc_logits`` ``(batch, time', vocab)`` or None;
-    ``initial`` the decoder's initial state (for training aids that look at the bottleneck)."""
+    ``enc_lengths`` ``(batch,)`` the encoder's output lengths."""
 
     logits: torch.Tensor
     ctc_logits: torch.Tensor | None
     enc_lengths: torch.Tensor
-    initial: DecoderState
 
 
 class Seq2Seq(nn.Module):
@@ -326,4 +325,4 @@ class Seq2Seq(nn.Module):
             tokens_in = torch.cat([tokens_in[:, :1], torch.where(swap, predicted, tokens_in[:, 1:])], dim=1)
         logits, _ = self.decoder(tokens_in, state)
         ctc_logits = self.ctc_head(enc.outputs) if self.ctc_head is not None else None
-        return ModelOutput(logits, ctc_logits, enc.lengths, state)
+        return ModelOutput(logits, ctc_logits, enc.lengths)

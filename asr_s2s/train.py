@@ -40,7 +40,7 @@ from asr_s2s.errors import AsrError, CheckpointError, ManifestError, TrainingErr
 from asr_s2s.evaluate import score
 from asr_s2s.features import LogMel, RunningStats, SpecAugment
 from asr_s2s.fileio import atomic_write
-from asr_s2s.loss import StateProbe, cross_entropy, ctc_loss, teacher_forcing_io
+from asr_s2s.loss import cross_entropy, ctc_loss, teacher_forcing_io
 from asr_s2s.manifest import Utterance, read_manifest
 from asr_s2s.model import Seq2Seq
 from asr_s2s.text import Vocabulary
@@ -210,18 +210,7 @@ class Trainer:
             self.ddp = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.probe: torch.nn.Module | None = None
-        if t.probe_weight > 0:
-            cfg = config.model
-            self.probe = StateProbe(
-                2 * cfg.decoder_layers * cfg.decoder_hidden, len(self.vocab), t.probe_positions
-            )
-            self.probe.to(self.device)
-            if self.dist.world > 1:
-                self.probe = DistributedDataParallel(
-                    self.probe, device_ids=[self.device.index] if self.device.type == "cuda" else None
-                )
-        self.optimizer = torch.optim.AdamW(self._parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         self.sampler = BucketBatchSampler(
             [num_frames(u.duration, config.features.hop_ms) for u in train_utts],
             t.max_frames,
@@ -266,9 +255,6 @@ class Trainer:
         self.writer = None
 
     # ---- setup helpers -------------------------------------------------------------------------
-    def _parameters(self) -> list[torch.nn.Parameter]:
-        return [*self.model.parameters(), *(self.probe.parameters() if self.probe is not None else [])]
-
     def _epoch_len(self, epoch: int) -> int:
         self.sampler.set_epoch(epoch, self._shortest_first(epoch))
         return len(self.sampler.batches())
@@ -302,8 +288,6 @@ class Trainer:
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"])
-        if self.probe is not None:
-            _unwrap(self.probe).load_state_dict(payload["probe"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         self.step = payload["step"]
@@ -322,8 +306,6 @@ class Trainer:
         if not self.dist.main:
             return
         payload = bundle_payload(self.model, self.config, self.vocab, kind="checkpoint")
-        if self.probe is not None:
-            payload["probe"] = _unwrap(self.probe).state_dict()
         payload.update(
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
@@ -362,12 +344,6 @@ class Trainer:
             ctc = ctc_loss(out.ctc_logits, out.enc_lengths, batch.tokens, batch.token_lens)
             loss = (1 - t.ctc_weight) * ce + t.ctc_weight * ctc
             parts["ctc"] = float(ctc.detach())
-        if self.probe is not None:
-            probe_logits = self.probe(out.initial.h, out.initial.c)
-            steps = min(probe_logits.shape[1], labels.shape[1])
-            aux = cross_entropy(probe_logits[:, :steps], labels[:, :steps].contiguous())
-            loss = loss + t.probe_weight * aux
-            parts["probe"] = float(aux.detach())
         return loss, parts
 
     def _forward_backward(self, batch: Batch) -> dict[str, float]:
@@ -420,7 +396,7 @@ class Trainer:
         parts = self._forward_backward(batch)
         if not parts:  # no utterance of the batch fit in memory: nothing to learn from
             return None
-        grad_norm = torch.nn.utils.clip_grad_norm_(self._parameters(), t.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         # Gradients are identical on all ranks after DDP's all-reduce, so all ranks decide alike.
         if not torch.isfinite(grad_norm) or not all(math.isfinite(v) for v in parts.values()):
             self.bad_steps += 1
@@ -678,10 +654,6 @@ class Trainer:
                 save_model(model_path, self.model, self.config, self.vocab)
             self.model.load_state_dict(best_weights)
         return model_path
-
-
-def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    return module.module if isinstance(module, DistributedDataParallel) else module
 
 
 # Options that may change when a run is resumed; the rest must match the checkpoint.
