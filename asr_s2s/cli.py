@@ -161,7 +161,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(report.table())
     elif args.command == "transcribe":
-        from asr_s2s.transcribe import load_model, transcribe_files
+        from asr_s2s.transcribe import load_model
+        from asr_s2s.writers import transcribe_files
 
         model = load_model(args.model, device=args.device)
         transcribe_files(

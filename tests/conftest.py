@@ -174,3 +174,16 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tiny_model") / "model.pt"
     save_model(path, model, config, vocab)
     return path
+
+
+@pytest.fixture(scope="module")
+def audio_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Audio in nested folders and formats, plus files that must be ignored."""
+    root = tmp_path_factory.mktemp("tree") / "in"
+    write_audio(root / "a.wav", sine(300, 1.0))
+    write_audio(root / "sub" / "b.flac", np.stack([sine(500, 1.2, 8000), sine(600, 1.2, 8000)], 1), 8000)
+    write_audio(root / "sub" / "deeper" / "c.ogg", sine(700, 0.9, 22050), 22050)
+    write_audio(root / ".hidden" / "d.wav", sine(300, 0.5))
+    write_audio(root / "sub" / ".e.wav", sine(300, 0.5))
+    (root / "notes.txt").write_text("not audio")
+    return root
