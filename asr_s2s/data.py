@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 # (seconds, or this fraction of the duration) is accepted. A larger shortfall means a truncated file
 # or a line pointing at the wrong file, whose transcript would not match the audio.
 DURATION_SLACK = 0.1
+# Utterances per transfer from a feature-caching worker process (AsrDataset.precompute).
+_PRECOMPUTE_CHUNK = 64
 
 
 @dataclass
@@ -115,19 +117,48 @@ class AsrDataset(Dataset[Example]):
         return Example(index, utt.id, feats, tokens)
 
     def precompute(self, num_workers: int = 0, progress: bool = False) -> None:
-        """Decode every utterance once and keep its features in memory (float16)."""
+        """Decode every utterance once and keep its features in memory (float16).
+
+        With ``num_workers`` > 0, worker processes decode and extract chunks of utterances.
+        """
         from tqdm import tqdm
 
         cache: list[torch.Tensor | None] = [None] * len(self)
-        loader = DataLoader(_Uncached(self), batch_size=None, num_workers=num_workers, collate_fn=_identity)
-        for example in tqdm(
-            loader, total=len(self), desc="features", disable=not progress or None, leave=False
-        ):
-            if example.error is not None:
-                self._cache_errors[example.index] = example.error
-            else:
-                cache[example.index] = example.feats.half()
+        loader = DataLoader(
+            _Uncached(self),
+            batch_size=_PRECOMPUTE_CHUNK,
+            num_workers=num_workers,
+            collate_fn=_FeatureChunk.join,
+        )
+        with tqdm(total=len(self), desc="features", disable=not progress or None, leave=False) as bar:
+            for chunk in loader:
+                self._cache_errors.update(chunk.errors)
+                for index, feats in zip(chunk.indices, torch.split(chunk.feats, chunk.lengths)):
+                    # A copy, so the cache does not pin the whole chunk (in shared memory, from a worker).
+                    cache[index] = feats.clone()
+                bar.update(len(chunk.indices) + len(chunk.errors))
         self._cache = cache
+
+
+@dataclass
+class _FeatureChunk:
+    """Several utterances' float16 features end to end ``(sum of frames, n_mels)``: one transfer from a worker
+    process instead of one per utterance, which would cost more than the extraction saves."""
+
+    indices: list[int]
+    lengths: list[int]
+    feats: torch.Tensor
+    errors: dict[int, str]
+
+    @staticmethod
+    def join(examples: Sequence[Example]) -> _FeatureChunk:
+        good = [e for e in examples if e.feats is not None]
+        return _FeatureChunk(
+            [e.index for e in good],
+            [e.feats.shape[0] for e in good],
+            torch.cat([e.feats.half() for e in good]) if good else torch.zeros(0, 0, dtype=torch.half),
+            {e.index: e.error or "unreadable" for e in examples if e.feats is None},
+        )
 
 
 class _Uncached(Dataset[Example]):
@@ -142,10 +173,6 @@ class _Uncached(Dataset[Example]):
             return Example(index, self.dataset.utterances[index].id, self.dataset.load_features(index))
         except AsrError as err:
             return Example(index, self.dataset.utterances[index].id, error=str(err))
-
-
-def _identity(example: Example) -> Example:
-    return example
 
 
 def pad_features(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,7 @@ import torch
 from conftest import sine, write_audio
 from torch.utils.data import DataLoader
 
+from asr_s2s import data as data_module
 from asr_s2s.audio import load_audio
 from asr_s2s.config import FeatureConfig, ModelConfig
 from asr_s2s.data import AsrDataset, BucketBatchSampler, Example, collate, num_frames, pad_features
@@ -318,16 +319,17 @@ def test_unreadable_audio_gives_error_examples(tiny_manifest) -> None:
         assert name in ex.error
     batch = collate([dataset[i] for i in range(3)])
     assert batch.ids == ["utt000"] and [e[0] for e in batch.errors] == ["utt001", "utt002"]
-    # Same through the cache.
-    dataset.precompute()
+    # Same through the cache, filled by worker processes.
+    dataset.precompute(num_workers=2)
     assert dataset[0].error is None and "utt001.wav" in dataset[1].error and "utt002.wav" in dataset[2].error
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_precompute_equals_uncached_within_float16(tiny_manifest, workers: int) -> None:
+def test_precompute_equals_uncached_within_float16(tiny_manifest, workers: int, monkeypatch) -> None:
     manifest = tiny_manifest(["a", "b", "c", "d"], seconds=[0.2, 0.35, 0.1, 0.27])
     uncached = _dataset(manifest)
     cached = _dataset(manifest)
+    monkeypatch.setattr(data_module, "_PRECOMPUTE_CHUNK", 3)  # two chunks: 3 utterances, then 1
     cached.precompute(num_workers=workers)
     for i in range(len(uncached)):
         ref, got = uncached[i], cached[i]

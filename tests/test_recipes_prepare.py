@@ -68,11 +68,11 @@ def fake_fsdd(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def corpora(fake_fsdd: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, object]]:
-    """The small corpus built three times: twice with seed 0, once with seed 1."""
+    """The small corpus built three times: with seed 0 in one process and in two, with seed 1."""
     built = {}
-    for label, seed in (("a", 0), ("b", 0), ("c", 1)):
+    for label, seed, jobs in (("a", 0, 1), ("b", 0, 2), ("c", 1, 1)):
         out = tmp_path_factory.mktemp(f"digits_{label}")
-        built[label] = (out, digits.build_corpus(fake_fsdd, out, SMALL, max_digits=4, seed=seed))
+        built[label] = (out, digits.build_corpus(fake_fsdd, out, SMALL, max_digits=4, seed=seed, jobs=jobs))
     return built
 
 
@@ -178,6 +178,8 @@ def test_bad_options_are_errors(fake_fsdd: Path, tmp_path: Path) -> None:
         digits.build_corpus(fake_fsdd, tmp_path, {"eval": 3})
     with pytest.raises(AsrError, match="not found"):
         digits.build_corpus(tmp_path / "nowhere", tmp_path, SMALL)
+    with pytest.raises(AsrError, match="at least one job"):
+        digits.build_corpus(fake_fsdd, tmp_path, SMALL, jobs=0)
 
 
 def test_cli_builds_and_prints_summary(
@@ -228,7 +230,7 @@ def test_real_fsdd_small_corpus(tmp_path: Path) -> None:
     first = digits.build_corpus(SHARED_FSDD, tmp_path / "a", counts, seed=7)
     assert first.skipped == []
     _check_corpus(tmp_path / "a", first, counts, max_digits=7)
-    digits.build_corpus(SHARED_FSDD, tmp_path / "b", counts, seed=7)
+    digits.build_corpus(SHARED_FSDD, tmp_path / "b", counts, seed=7, jobs=2)
     assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
+import os
 import re
 import shutil
 import sys
@@ -170,12 +172,14 @@ def build_corpus(
     min_digits: int = 1,
     max_digits: int = 7,
     seed: int = 0,
+    jobs: int = 1,
 ) -> CorpusSummary:
     """Write the corpus (audio, transcripts, manifests) under ``out_dir``.
 
     ``num_utts`` maps split names to utterance counts (default ``DEFAULT_COUNTS``). Each utterance has
     its own random generator seeded by ``(seed, split, number)``, so a split's content does not
-    depend on the sizes of the others, and the result is identical for identical inputs.
+    depend on the sizes of the others, and the result is identical for identical inputs, whatever the
+    number of worker processes ``jobs``.
     """
     counts = dict(num_utts) if num_utts is not None else dict(DEFAULT_COUNTS)
     unknown = set(counts) - set(SPLITS)
@@ -185,6 +189,8 @@ def build_corpus(
         raise AsrError(f"need 1 <= min_digits <= max_digits, got {min_digits} and {max_digits}")
     if any(n < 0 for n in counts.values()):
         raise AsrError(f"utterance counts must not be negative: {counts}")
+    if jobs < 1:
+        raise AsrError(f"need at least one job, got {jobs}")
 
     by_split, skipped = scan_fsdd(fsdd_dir)
     for split, n in counts.items():
@@ -197,14 +203,13 @@ def build_corpus(
         log.warning("skipped %d file(s) not named {digit}_{speaker}_{index}.wav", len(skipped))
 
     out_dir = Path(out_dir).resolve()
-    cache = _SourceCache()
     summary = CorpusSummary(skipped=skipped)
     for split_idx, split in enumerate(SPLITS):
         n = counts.get(split, 0)
         if n == 0:
             continue
         utts, sources = _build_split(
-            split, split_idx, n, by_split[split], out_dir, cache, min_digits, max_digits, seed
+            split, split_idx, n, by_split[split], out_dir, min_digits, max_digits, seed, jobs
         )
         manifest = out_dir / f"{split}.jsonl"
         write_manifest(manifest, utts, relative=True)
@@ -215,16 +220,56 @@ def build_corpus(
     return summary
 
 
+@dataclass(frozen=True)
+class _SplitPlan:
+    """What every utterance of one split is drawn from; shared with the worker processes."""
+
+    split_idx: int
+    seed: int
+    speakers: tuple[str, ...]
+    by_speaker: dict[str, list[Recording]]
+    min_digits: int
+    max_digits: int
+
+    def draw(self, number: int) -> tuple[np.random.Generator, str, list[Recording]]:
+        """Utterance ``number``'s speaker and recordings, and its generator for the audio that follows."""
+        rng = np.random.default_rng([self.seed, self.split_idx, number])
+        speaker = self.speakers[rng.integers(len(self.speakers))]
+        pool = self.by_speaker[speaker]
+        n_digits = int(rng.integers(self.min_digits, self.max_digits + 1))
+        return rng, speaker, [pool[j] for j in rng.integers(len(pool), size=n_digits)]
+
+
+# Set in each worker process (and in this one for --jobs 1) before it renders a split's utterances.
+_worker_plan: _SplitPlan | None = None
+_worker_cache = _SourceCache()
+
+
+def _init_worker(plan: _SplitPlan) -> None:
+    global _worker_plan, _worker_cache
+    _worker_plan, _worker_cache = plan, _SourceCache()
+
+
+def _render(job: tuple[int, Path]) -> int:
+    """Synthesize utterance ``number`` into ``path`` (FLAC); returns its length in samples."""
+    number, path = job
+    assert _worker_plan is not None
+    rng, _, chosen = _worker_plan.draw(number)
+    samples = synthesize([_worker_cache.get(rec.path) for rec in chosen], rng)
+    sf.write(path, samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return len(samples)
+
+
 def _build_split(
     split: str,
     split_idx: int,
     num: int,
     recordings: list[Recording],
     out_dir: Path,
-    cache: _SourceCache,
     min_digits: int,
     max_digits: int,
     seed: int,
+    jobs: int,
 ) -> tuple[list[Utterance], dict[str, tuple[Recording, ...]]]:
     split_dir = out_dir / "LibriSpeech" / split
     if split_dir.exists():
@@ -234,34 +279,38 @@ def _build_split(
     by_speaker: dict[str, list[Recording]] = defaultdict(list)
     for rec in recordings:
         by_speaker[rec.speaker].append(rec)
-    speakers = sorted(by_speaker)
+    plan = _SplitPlan(split_idx, seed, tuple(sorted(by_speaker)), dict(by_speaker), min_digits, max_digits)
     chapter = CHAPTERS[split]
     next_number: Counter[str] = Counter()
     transcripts: dict[str, list[str]] = defaultdict(list)
-    utts: list[Utterance] = []
-    sources: dict[str, tuple[Recording, ...]] = {}
+    pending: list[tuple[str, str, list[Recording], Path]] = []
     for i in range(num):
-        rng = np.random.default_rng([seed, split_idx, i])
-        speaker = speakers[rng.integers(len(speakers))]
-        pool = by_speaker[speaker]
-        n_digits = int(rng.integers(min_digits, max_digits + 1))
-        chosen = [pool[j] for j in rng.integers(len(pool), size=n_digits)]
-        samples = synthesize([cache.get(rec.path) for rec in chosen], rng)
-
+        # Ids number each speaker's utterances in order, so they are assigned here, not in the workers.
+        _, speaker, chosen = plan.draw(i)
         utt_id = f"{speaker}-{chapter}-{next_number[speaker]:04d}"
         next_number[speaker] += 1
-        sources[utt_id] = tuple(chosen)
-        words = [DIGIT_WORDS[rec.digit] for rec in chosen]
         chapter_dir = split_dir / speaker / str(chapter)
         chapter_dir.mkdir(parents=True, exist_ok=True)
-        path = chapter_dir / f"{utt_id}.flac"
-        sf.write(path, samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        pending.append((utt_id, speaker, chosen, chapter_dir / f"{utt_id}.flac"))
+    render_jobs = [(i, path) for i, (_, _, _, path) in enumerate(pending)]
+    if jobs > 1:
+        with multiprocessing.get_context("fork").Pool(jobs, _init_worker, (plan,)) as pool:
+            lengths = pool.map(_render, render_jobs, chunksize=64)
+    else:
+        _init_worker(plan)
+        lengths = [_render(job) for job in render_jobs]
+
+    utts: list[Utterance] = []
+    sources: dict[str, tuple[Recording, ...]] = {}
+    for (utt_id, speaker, chosen, path), n_samples in zip(pending, lengths):
+        sources[utt_id] = tuple(chosen)
+        words = [DIGIT_WORDS[rec.digit] for rec in chosen]
         transcripts[speaker].append(f"{utt_id} {' '.join(words).upper()}\n")
         utts.append(
             Utterance(
                 id=utt_id,
                 audio_filepath=path,
-                duration=len(samples) / SAMPLE_RATE,
+                duration=n_samples / SAMPLE_RATE,
                 text=" ".join(words),
                 speaker=speaker,
             )
@@ -303,11 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-test", type=int, default=DEFAULT_COUNTS["test"])
     parser.add_argument("--min-digits", type=int, default=1)
     parser.add_argument("--max-digits", type=int, default=7)
+    parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)"
+    )
     parser.add_argument("--download-dir", type=Path, help="where to download FSDD (default: OUT/download)")
     parser.add_argument("--fsdd-sha256", help="SHA-256 of the FSDD archive, if FSDD_SHA256 is not filled in")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    # Resampling short clips gains nothing from threads; don't compete with other jobs for cores.
+    # Resampling short clips gains nothing from threads: the cores are used by --jobs processes.
     torch.set_num_threads(1)
     try:
         fsdd_dir = args.fsdd_dir
@@ -320,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_digits=args.min_digits,
             max_digits=args.max_digits,
             seed=args.seed,
+            jobs=args.jobs,
         )
     except AsrError as err:
         print(f"error: {err}", file=sys.stderr)
