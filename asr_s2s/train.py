@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import signal
@@ -36,6 +34,7 @@ from asr_s2s.checkpoint import (
 from asr_s2s.config import Config
 from asr_s2s.data import AsrDataset, Batch, BucketBatchSampler, collate, num_frames
 from asr_s2s.decoding import greedy_search
+from asr_s2s.distributed import any_rank, init_distributed
 from asr_s2s.errors import AsrError, CheckpointError, ManifestError, TrainingError
 from asr_s2s.evaluate import score
 from asr_s2s.features import LogMel, RunningStats, SpecAugment
@@ -66,41 +65,6 @@ class TrainResult:
     skipped_lines: int = 0  # malformed manifest lines
     unknown_char_utterances: int = 0  # texts with characters outside the vocabulary (read as <unk>)
     oom_skipped: int = 0  # utterances left out of a step because even alone they did not fit in memory
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device: str | None) -> tuple[_Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
-        # Dev evaluation runs on rank 0 while the others wait: allow it far longer than the default.
-        dist.init_process_group(backend, timeout=datetime.timedelta(hours=3))
-    info = _Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if device is None:
-        device = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    return info, dev
-
-
-def _any_rank(flag: bool, info: _Dist, device: torch.device) -> bool:
-    """True when ``flag`` is set on any rank (so that every rank takes the same branch)."""
-    if info.world == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
 
 
 def seed_everything(seed: int) -> None:
@@ -160,7 +124,7 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         self.out = Path(out_dir)
-        self.dist, self.device = _init_distributed(device)
+        self.dist, self.device = init_distributed(device)
         self.strict = strict
         self.progress = progress and self.dist.main
         self.last_path = self.out / "last.pt"
@@ -561,7 +525,7 @@ class Trainer:
                                 **parts,
                             }
                         )
-                stop = _any_rank(self._stop or steps_this_run == stop_after_steps, self.dist, self.device)
+                stop = any_rank(self._stop or steps_this_run == stop_after_steps, self.dist, self.device)
                 if stop or self.step % t.checkpoint_every == 0:
                     self.save_checkpoint()
                 if stop:
