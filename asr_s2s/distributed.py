@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -48,3 +49,12 @@ def any_rank(flag: bool, info: Process, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def gather_to_main(obj: Any, info: Process) -> list[Any] | None:
+    """Every rank's ``obj`` in rank order on rank 0, ``None`` on the others (all ranks must call it)."""
+    if info.world == 1:
+        return [obj]
+    gathered: list[Any] | None = [None] * info.world if info.main else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered

@@ -34,7 +34,7 @@ from asr_s2s.checkpoint import (
 from asr_s2s.config import Config
 from asr_s2s.data import AsrDataset, Batch, BucketBatchSampler, collate, num_frames
 from asr_s2s.decoding import greedy_search
-from asr_s2s.distributed import any_rank, init_distributed
+from asr_s2s.distributed import any_rank, gather_to_main, init_distributed
 from asr_s2s.errors import AsrError, CheckpointError, ManifestError, TrainingError
 from asr_s2s.evaluate import score
 from asr_s2s.features import LogMel, RunningStats, SpecAugment
@@ -262,12 +262,16 @@ class Trainer:
         self.oom_skipped = payload.get("oom_skipped", 0)
         self.best = payload["best"]
         self.history = payload["history"]
-        set_rng_state(payload["rng"])
+        # Each rank continues its own random streams (SpecAugment, dropout); a checkpoint from fewer
+        # ranks, or from before they were stored per rank, gives the others rank 0's.
+        per_rank = payload.get("rng_per_rank") or []
+        set_rng_state(per_rank[self.dist.rank] if self.dist.rank < len(per_rank) else payload["rng"])
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        """Write ``last.pt`` with everything needed to continue exactly from this step."""
-        if not self.dist.main:
+        """Write ``last.pt`` to continue exactly from this step; every rank calls it (a collective)."""
+        rngs = gather_to_main(rng_state(), self.dist)
+        if rngs is None:
             return
         payload = bundle_payload(self.model, self.config, self.vocab, kind="checkpoint")
         payload.update(
@@ -281,7 +285,8 @@ class Trainer:
             oom_skipped=self.oom_skipped,
             best=self.best,
             history=self.history,
-            rng=rng_state(),
+            rng=rngs[0],
+            rng_per_rank=rngs,
         )
         atomic_save(payload, self.last_path)
 

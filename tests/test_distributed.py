@@ -1,11 +1,11 @@
-"""Rank and device discovery outside torchrun; the multi-process path runs in test_train's torchrun tests."""
+"""Single-process behaviour; the multi-process paths run in test_train's torchrun tests."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from asr_s2s.distributed import Process, any_rank, init_distributed
+from asr_s2s.distributed import Process, any_rank, gather_to_main, init_distributed
 
 
 def test_single_process_without_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,3 +29,7 @@ def test_rank_comes_from_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -
 def test_any_rank_is_the_flag_in_one_process() -> None:
     for flag in (False, True):
         assert any_rank(flag, Process(), torch.device("cpu")) is flag
+
+
+def test_gather_to_main_in_one_process() -> None:
+    assert gather_to_main({"a": 1}, Process()) == [{"a": 1}]

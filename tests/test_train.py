@@ -296,7 +296,8 @@ DDP_SCRIPT = textwrap.dedent(
 
     config_path, train_manifest, dev_manifest, out = sys.argv[1:5]
     config = load_config(config_path)
-    trainer = Trainer(config, train_manifest, dev_manifest, out, progress=False, device="cpu")
+    resume = os.environ.get("RESUME") == "1"
+    trainer = Trainer(config, train_manifest, dev_manifest, out, resume=resume, progress=False, device="cpu")
     assert trainer.dist.world == 2 and torch.distributed.is_initialized()
     seen = []
     step = trainer.train_step
@@ -324,6 +325,7 @@ DDP_SCRIPT = textwrap.dedent(
 
 
 def _torchrun(tmp_path: Path, config, train_manifest: Path, dev: Path, **env_extra: str):
+    """Train with two CPU processes into ``tmp_path / "exp"``; env ``RESUME=1`` resumes from it."""
     from asr_s2s.config import save_config
 
     save_config(config, tmp_path / "config.yaml")
@@ -381,6 +383,33 @@ def test_ddp_sigterm_stops_every_rank_after_a_checkpoint(corpus: tuple[Path, Pat
     w1 = torch.load(out / "rank1.pt")
     for key, value in ckpt["model"].items():
         assert torch.equal(value, w1[key]), key
+
+
+@pytest.mark.slow
+def test_ddp_resume_continues_every_rank_exactly(corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    """Stopped after 2 steps and resumed to 4, two ranks end with the weights of 4 steps in one go.
+
+    SpecAugment and token dropout draw on each rank's own random streams, and the gradients of both ranks
+    reach the shared weights: resuming rank 1 with rank 0's streams would change them."""
+    train_manifest, dev = corpus
+    config = tiny_config(
+        train__epochs=2, train__max_frames=120, train__max_steps=4, train__spec_augment=True,
+        train__token_dropout=0.5,
+    )  # fmt: skip
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    straight.mkdir(), stopped.mkdir()
+    assert _torchrun(straight, config, train_manifest, dev).returncode == 0
+    proc = _torchrun(stopped, config, train_manifest, dev, SIGTERM_AT_STEP="2")
+    assert proc.returncode == 0 and (stopped / "exp" / "interrupted1").read_text() == "2", proc.stderr[-4000:]
+    rngs = load_file(stopped / "exp" / "last.pt")["rng_per_rank"]
+    assert len(rngs) == 2 and not torch.equal(rngs[0]["torch"], rngs[1]["torch"])
+    proc = _torchrun(stopped, config, train_manifest, dev, RESUME="1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for rank in (0, 1):
+        expected = torch.load(straight / "exp" / f"rank{rank}.pt")
+        got = torch.load(stopped / "exp" / f"rank{rank}.pt")
+        for key in expected:
+            assert torch.equal(got[key], expected[key]), (rank, key)
 
 
 def _cli_args(train_manifest: Path, dev: Path, out: Path, *extra: str) -> list[str]:
