@@ -21,6 +21,10 @@ class AudioError(AsrError):
         self.reason = reason
         super().__init__(f"{path}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Pickled from worker processes: rebuild from the parts, not from the joined message.
+        return type(self), (self.path, self.reason)
+
 
 class ManifestError(AsrError):
     """A manifest file or one of its lines is invalid."""
@@ -32,6 +36,9 @@ class ManifestError(AsrError):
         where = f"{path}:{line}" if line is not None else str(path)
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, int | None]]:
+        return type(self), (self.path, self.reason, self.line)
+
 
 class CheckpointError(AsrError):
     """A checkpoint or model file is missing, corrupt or incompatible."""
@@ -40,6 +47,9 @@ class CheckpointError(AsrError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return type(self), (self.path, self.reason)
 
 
 class TrainingError(AsrError):

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from asr_s2s.errors import AsrError
+from asr_s2s.errors import AsrError, AudioError
 from asr_s2s.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,6 +169,15 @@ def test_split_without_recordings_is_an_error(tmp_path: Path) -> None:
         digits.build_corpus(tmp_path, tmp_path / "out", {"train": 2, "test": 2})
     summary = digits.build_corpus(tmp_path, tmp_path / "out", {"train": 2, "dev": 0, "test": 0})
     assert summary.utterances == {"train": 2}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_unreadable_recording_is_an_error_naming_it(tmp_path: Path, jobs: int) -> None:
+    bad = tmp_path / "fsdd" / "0_carol_10.wav"
+    bad.parent.mkdir()
+    bad.write_bytes(b"RIFF, but not really")
+    with pytest.raises(AudioError, match=f"{re.escape(str(bad))}: cannot read audio"):
+        digits.build_corpus(tmp_path / "fsdd", tmp_path / "out", {"train": 3}, jobs=jobs)
 
 
 def test_bad_options_are_errors(fake_fsdd: Path, tmp_path: Path) -> None:
