@@ -240,22 +240,23 @@ class _SplitPlan:
         return rng, speaker, [pool[j] for j in rng.integers(len(pool), size=n_digits)]
 
 
-# Set in each worker process (and in this one for --jobs 1) before it renders a split's utterances.
-_worker_plan: _SplitPlan | None = None
-_worker_cache = _SourceCache()
+# The split being rendered and its decoded recordings: set in each worker process (and in this one
+# for --jobs 1) by _init_worker.
+_worker: tuple[_SplitPlan, _SourceCache] | None = None
 
 
 def _init_worker(plan: _SplitPlan) -> None:
-    global _worker_plan, _worker_cache
-    _worker_plan, _worker_cache = plan, _SourceCache()
+    global _worker
+    _worker = plan, _SourceCache()
 
 
 def _render(job: tuple[int, Path]) -> int:
     """Synthesize utterance ``number`` into ``path`` (FLAC); returns its length in samples."""
     number, path = job
-    assert _worker_plan is not None
-    rng, _, chosen = _worker_plan.draw(number)
-    samples = synthesize([_worker_cache.get(rec.path) for rec in chosen], rng)
+    assert _worker is not None
+    plan, cache = _worker
+    rng, _, chosen = plan.draw(number)
+    samples = synthesize([cache.get(rec.path) for rec in chosen], rng)
     sf.write(path, samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     return len(samples)
 
