@@ -1,11 +1,14 @@
-"""Additive attention over the encoder outputs, optionally location-aware.
+"""Attention over the encoder outputs: additive (optionally location-aware) and scaled dot-product.
 
-Energies of decoder state ``s`` against encoder frame ``h_j`` (Bahdanau et al., 2015; the location
-term as in Chorowski et al., 2015, LAS and ESPnet's ``AttLoc``):
+Energies of decoder state ``s`` against encoder frame ``h_j``:
 
-    e_j = w^T tanh(W s + V h_j + U f_j + b),    f = conv1d(previous attention weights)
+    additive, location:  e_j = w^T tanh(W s + V h_j + U f_j + b),  f = conv1d(previous weights)
+    dot:                 e_j = (W s + b) . (V h_j) / sqrt(attention_dim)
 
-``additive`` leaves out ``U f_j``. This module holds no data loading or search code.
+Additive is Bahdanau et al. (2015), the location term as in Chorowski et al. (2015), LAS and ESPnet's
+``AttLoc``; ``additive`` leaves out ``U f_j``. Dot is Luong et al.'s (2015) multiplicative score:
+it needs no previous alignment, so the decoder can score all its steps at once.
+This module holds no data loading or search code.
 """
 
 from __future__ import annotations
@@ -55,3 +58,23 @@ class AdditiveAttention(nn.Module):
             hidden = hidden + self.location_proj(features)
         energies = self.energy(torch.tanh(hidden))[:, :, 0]
         return energies.float().masked_fill(~mask, float("-inf")).softmax(-1)
+
+
+class DotAttention(nn.Module):
+    """``(W s + b) . (V h_j) / sqrt(d)``, softmax over the real frames, for many queries at once."""
+
+    def __init__(self, query_dim: int, memory_dim: int, attention_dim: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(query_dim, attention_dim)
+        self.memory = nn.Linear(memory_dim, attention_dim, bias=False)
+        self.scale = attention_dim**-0.5
+
+    def keys(self, memory: torch.Tensor) -> torch.Tensor:
+        """``V h``: ``(batch, time, memory_dim) -> (batch, time, attention_dim)``, once per utterance."""
+        return self.memory(memory)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention weights ``(batch, steps, time)`` for queries ``(batch, steps, query_dim)``, each
+        row summing to 1 over the real frames (``mask`` ``(batch, time)``, True on real frames)."""
+        energies = torch.bmm(self.query(query), keys.transpose(1, 2)) * self.scale
+        return energies.float().masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)

@@ -42,9 +42,10 @@ class FeatureConfig:
         return int(round(self.sample_rate * self.hop_ms / 1000))
 
 
-# "none": the decoder sees the audio only through the encoder's final states; "additive" and
-# "location" (location-aware additive) also attend over the encoder outputs, see asr_s2s.attention.
-ATTENTION_TYPES = ("none", "additive", "location")
+# "none": the decoder sees the audio only through the encoder's final states; "additive",
+# "location" (location-aware additive) and "dot" (scaled dot-product, no input feeding) also attend
+# over the encoder outputs, see asr_s2s.attention and asr_s2s.model.Decoder.
+ATTENTION_TYPES = ("none", "additive", "location", "dot")
 
 
 @dataclass

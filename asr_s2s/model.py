@@ -2,7 +2,7 @@
 
 The decoder's initial state is the encoder's final ``(h, c)`` of every layer, passed through the
 :class:`Bridge`. With ``model.attention == "none"`` that is all the decoder sees of the audio; with
-``additive`` or ``location`` it also attends over the encoder outputs at every step (LAS-style, see
+``additive``, ``location`` or ``dot`` it also attends over the encoder outputs at every step (see
 :mod:`asr_s2s.attention`). This module holds no data loading or search code.
 """
 
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asr_s2s.attention import AdditiveAttention
+from asr_s2s.attention import AdditiveAttention, DotAttention
 from asr_s2s.config import ModelConfig
 from asr_s2s.lstm import LSTMState, lstm_step, reverse_padded, segmented_lstm
 
@@ -162,10 +162,12 @@ class DecoderState:
 class Decoder(nn.Module):
     """Character embedding, M-layer LSTM and output projection, with optional attention.
 
-    With attention (``cfg.attention`` ``additive`` or ``location``), as in LAS: the LSTM input is the
-    embedding joined with the previous step's context (input feeding), the top layer's output ``s_t``
-    queries the encoder outputs for the context ``c_t``, and the output layer reads ``[s_t; c_t]``.
-    With ``none`` there are no attention parameters and the LSTM runs over all steps in one call.
+    With attention, the top layer's output ``s_t`` queries the encoder outputs for the context ``c_t``
+    and the output layer reads ``[s_t; c_t]``. ``additive`` and ``location`` are LAS: the LSTM input
+    also holds the previous step's context (input feeding), so teacher forcing loops over the steps.
+    ``dot`` (Luong et al., 2015, without input feeding) keeps the LSTM's input the embedding alone,
+    so, as with ``none``, the LSTM runs over all steps in one call, and so does the attention.
+    With ``none`` there are no attention parameters.
     With ``summary_input`` the LSTM input also holds the bridge's summary at every step.
     """
 
@@ -173,10 +175,11 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         context_dim = memory_dim if cfg.attention != "none" else 0
+        self.input_feeding = cfg.attention in ("additive", "location")
         summary_dim = cfg.decoder_hidden if cfg.summary_input else 0
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim)
         self.lstm = nn.LSTM(
-            cfg.embedding_dim + summary_dim + context_dim,
+            cfg.embedding_dim + summary_dim + (context_dim if self.input_feeding else 0),
             cfg.decoder_hidden,
             num_layers=cfg.decoder_layers,
             batch_first=True,
@@ -186,11 +189,13 @@ class Decoder(nn.Module):
             init_forget_bias(self.lstm, cfg.forget_bias)
         self.dropout = nn.Dropout(cfg.decoder_dropout)
         self.output = nn.Linear(cfg.decoder_hidden + context_dim, vocab_size)
-        self.attention = (
-            AdditiveAttention(cfg.decoder_hidden, memory_dim, cfg.attention_dim, cfg.attention == "location")
-            if context_dim
-            else None
-        )
+        self.attention: AdditiveAttention | DotAttention | None = None
+        if self.input_feeding:
+            self.attention = AdditiveAttention(
+                cfg.decoder_hidden, memory_dim, cfg.attention_dim, cfg.attention == "location"
+            )
+        elif cfg.attention == "dot":
+            self.attention = DotAttention(cfg.decoder_hidden, memory_dim, cfg.attention_dim)
 
     def attach_memory(self, state: DecoderState, memory: torch.Tensor, lengths: torch.Tensor) -> DecoderState:
         """Add the encoder outputs ``(batch, time, memory_dim)`` and their ``(batch,)`` lengths to
@@ -220,13 +225,13 @@ class Decoder(nn.Module):
     def forward(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """Teacher forcing: ``(batch, steps)`` ids -> logits ``(batch, steps, vocab)``.
 
-        Without attention, one LSTM call over all steps; with attention, a loop over the steps, since
-        each step's input (and the location term) needs the previous step's attention.
+        Without input feeding (``none``, ``dot``), one LSTM call over all steps; with it, a loop over
+        the steps, since each step's input (and the location term) needs the previous step's attention.
         """
         x = self._inputs(tokens, state)
-        if self.attention is None:
+        if not self.input_feeding:
             out, (h, c) = self.lstm(x, (state.h, state.c))
-            return self.output(self.dropout(out)), replace(state, h=h, c=c)
+            return self._read_out(out, replace(state, h=h, c=c))
         logits = []
         for t in range(x.shape[1]):
             step_logits, state = self._attend_step(x[:, t], state)
@@ -244,13 +249,26 @@ class Decoder(nn.Module):
         logits = self.output(self.dropout(torch.cat([query, context], dim=-1)))
         return logits, replace(state, h=h, c=c, context=context, weights=weights)
 
+    def _read_out(self, out: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """Top-layer outputs ``(batch, steps, hidden)`` -> logits ``(batch, steps, vocab)``; with ``dot``
+        attention, each step's context joins its output first and the last step's is kept in ``state``."""
+        if self.attention is None:
+            return self.output(self.dropout(out)), state
+        if state.memory is None:
+            raise ValueError("an attention decoder needs the encoder outputs: use Seq2Seq.initial_state")
+        weights = self.attention(out, state.keys, state.memory_mask)
+        context = torch.bmm(weights.to(state.memory.dtype), state.memory)
+        logits = self.output(self.dropout(torch.cat([out, context], dim=-1)))
+        return logits, replace(state, context=context[:, -1], weights=weights[:, -1])
+
     def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One step: previous ids ``(batch,)`` -> logits ``(batch, vocab)`` and the next state."""
         x = self._inputs(tokens[:, None], state)[:, 0]
-        if self.attention is not None:
+        if self.input_feeding:
             return self._attend_step(x, state)
         out, (h, c) = lstm_step(self.lstm, x, (state.h, state.c))
-        return self.output(self.dropout(out)), replace(state, h=h, c=c)
+        logits, state = self._read_out(out[:, None], replace(state, h=h, c=c))
+        return logits[:, 0], state
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Tests for the decoder's attention modes (``model.attention``: none, additive, location).
+"""Tests for the decoder's attention modes (``model.attention``: none, additive, location, dot).
 
 ``none`` must stay exactly the final-state-only design (same parameters, same files); the attention
 modes must train, step like they teacher-force, ignore padding and survive beam search's reordering.
@@ -29,8 +29,8 @@ from asr_s2s.text import Vocabulary, normalize
 from asr_s2s.transcribe import load_model
 
 N_MELS, VOCAB = 20, 11
-MODES = ["none", "additive", "location"]
-ATTENTION_MODES = ["additive", "location"]
+MODES = ["none", "additive", "location", "dot"]
+ATTENTION_MODES = ["additive", "location", "dot"]
 
 # The state_dict of _cfg()'s model as written before attention existed (keys and shapes): model files
 # saved then must keep loading into a "none" model.
@@ -100,7 +100,7 @@ def _tokens(batch: int, steps: int, seed: int = 0) -> torch.Tensor:
     return random_tokens(batch, steps, VOCAB, seed)
 
 
-def test_config_accepts_the_three_modes_only() -> None:
+def test_config_accepts_the_four_modes_only() -> None:
     for mode in MODES:
         assert apply_overrides(Config(), [f"model.attention={mode}"]).model.attention == mode
     for bad in ("model.attention=bahdanau", "model.attention=Location", "model.attention_dim=0"):
@@ -119,7 +119,7 @@ def test_none_mode_has_exactly_the_old_parameters() -> None:
 
 
 def test_attention_modes_add_only_attention_parameters() -> None:
-    keys = {mode: set(_model(mode).state_dict()) for mode in MODES}
+    keys = {mode: set(_model(mode).state_dict()) for mode in ("none", "additive", "location")}
     assert keys["none"] < keys["additive"] < keys["location"]
     assert all(k.startswith("decoder.attention.") for k in keys["additive"] - keys["none"])
     assert {k.split(".")[2] for k in keys["location"] - keys["additive"]} == {
@@ -129,6 +129,12 @@ def test_attention_modes_add_only_attention_parameters() -> None:
     # Input feeding and the output layer on [s; context] widen the decoder's first layer and output.
     state = _model("location").state_dict()
     assert state["decoder.lstm.weight_ih_l0"].shape == (96, 8 + 32)
+    assert state["decoder.output.weight"].shape == (VOCAB, 24 + 32)
+    # Dot attention has no input feeding: only the output layer widens.
+    keys["dot"] = set(_model("dot").state_dict())
+    assert all(k.startswith("decoder.attention.") for k in keys["dot"] - keys["none"])
+    state = _model("dot").state_dict()
+    assert state["decoder.lstm.weight_ih_l0"].shape == (96, 8)
     assert state["decoder.output.weight"].shape == (VOCAB, 24 + 32)
 
 
@@ -336,3 +342,19 @@ def test_transcribe_and_evaluate_in_attention_modes(mode: str, tmp_path: Path) -
         rows = [json.loads(line) for line in (tmp_path / f"eval{beam}" / "per_utterance.jsonl").open()]
         assert [r["hypothesis"] for r in rows] == [normalize(text) for text in direct]
         assert (report.score.utterances, report.beam_size, report.failed_utterances) == (3, beam, 0)
+
+
+def test_dot_context_matches_torch_scaled_dot_product_attention() -> None:
+    # An independent reference for the dot score: torch's own attention over the same projections.
+    model = _model("dot")
+    feats, lens = _batch([30, 12, 21])
+    tokens_in = _tokens(3, 5)
+    with torch.no_grad():
+        state = model.initial_state(model.encode(feats, lens))
+        out, _ = model.decoder.lstm(model.decoder.embedding(tokens_in), (state.h, state.c))
+        attention = model.decoder.attention
+        expected = torch.nn.functional.scaled_dot_product_attention(
+            attention.query(out), state.keys, state.memory, attn_mask=state.memory_mask[:, None, :]
+        )
+        _, last = model.decoder(tokens_in, state)
+    torch.testing.assert_close(last.context, expected[:, -1])
