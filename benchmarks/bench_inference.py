@@ -24,7 +24,7 @@ import soundfile as sf
 import torch
 
 from asr_s2s.checkpoint import ModelBundle
-from asr_s2s.config import Config, DecodeConfig
+from asr_s2s.config import Config, DecodeConfig, load_config
 from asr_s2s.errors import AsrError
 from asr_s2s.model import Seq2Seq
 from asr_s2s.text import Vocabulary
@@ -100,11 +100,17 @@ def main() -> None:
     )
     p.add_argument("--repeats", type=int, default=3, help="timed runs over the batch of files")
     p.add_argument("--single-repeats", type=int, default=10, help="timed runs of the single file")
+    p.add_argument(
+        "--config", type=Path, default=None, help="model config YAML (default: the digits recipe's)"
+    )
     args = p.parse_args()
     if args.quick:
         args.files, args.repeats, args.single_repeats = 16, 1, 2
     run = benchlib.start("inference", args)
-    config, source = benchlib.digits_config()
+    if args.config:
+        config, source = load_config(args.config), str(args.config)
+    else:
+        config, source = benchlib.digits_config()
     args.batch_size = args.batch_size or config.decode.batch_size
     transcriber = forced_transcriber(config, run.device)
     model = transcriber.model
