@@ -35,7 +35,7 @@ def test_tiny_recipe_runs_every_stage(tmp_path: Path) -> None:
     assert (exp / "model.pt").is_file() and (exp / "last.pt").is_file()
 
 
-def test_tiny_length_study_compares_both_modes(tmp_path: Path) -> None:
+def test_tiny_length_study_compares_the_modes(tmp_path: Path) -> None:
     """study_length.sh at toy size: one model per attention mode, then the WER-by-length table."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                FSDD_DIR=str(FSDD_DIR), OMP_NUM_THREADS="1", PYTHON=sys.executable)
@@ -48,9 +48,9 @@ def test_tiny_length_study_compares_both_modes(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     table = json.loads((exp / "wer_by_length.json").read_text())
-    assert set(table["parameters"]) == {"none", "location"}
-    assert table["parameters"]["location"] > table["parameters"]["none"]
-    for mode in ("none", "location"):
+    assert set(table["parameters"]) == {"none", "location", "dot"}
+    assert table["parameters"]["location"] > table["parameters"]["dot"] > table["parameters"]["none"]
+    for mode in ("none", "location", "dot"):
         rows = table["wer_by_length"][mode]
         assert set(rows) <= {"1", "2", "3"} and sum(r["utterances"] for r in rows.values()) == 9
     assert "| digits | utterances |" in (exp / "wer_by_length.md").read_text()

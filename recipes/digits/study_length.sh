@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Study (issue #9): WER by number of digits, final-state-only decoder vs location-aware attention.
+# Study (issue #9): WER by number of digits, final-state-only decoder vs attention (location, dot).
 #
 #   bash recipes/digits/study_length.sh [--stage N] [--stop-stage N] [--config FILE] [--exp DIR]
-#        [--data DIR] [--max-digits N] [--seed N] [--modes "none location"]
+#        [--data DIR] [--max-digits N] [--seed N] [--modes "none location dot"]
 #        [--prepare-args "--num-train 6000 ..."] [-- extra train args, given to every model]
 #
 # What RESULTS.md reports: bash recipes/digits/study_length.sh (all defaults).
 #
 # Stages: 0 prepare a corpus of 1..N digits per utterance (N = 15), 1 train one model per
 # model.attention mode with otherwise identical settings (CONFIG, default conf/default.yaml, or the
-# package defaults when that file is absent), 2 evaluate each on the test split, 3 write
+# package defaults when that file is absent), 2 evaluate each on the test split (greedy), 3 write
 # EXP/wer_by_length.{md,json,png}. Training resumes from EXP/MODE/last.pt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +22,7 @@ data=data/digits15
 fsdd=${FSDD_DIR:-../shared/data/fsdd/recordings}
 max_digits=15
 seed=0
-modes="none location"
+modes="none location dot"
 prepare_args="--num-train 6000"
 # The study's settings on top of CONFIG: 60 ms encoder steps, because at 100 ms (conf/default.yaml)
 # the character CTC aid is infeasible for the longest 15-digit utterances (more labels than frames);
@@ -76,7 +76,8 @@ for mode in $modes; do
   fi
   if run 2; then
     echo "== stage 2: evaluate $mode on the test split"
-    $asr evaluate --model "$exp/$mode/model.pt" --manifest "$data/test.jsonl" --out "$exp/$mode/eval_test"
+    $asr evaluate --model "$exp/$mode/model.pt" --manifest "$data/test.jsonl" --out "$exp/$mode/eval_test" \
+      --beam-size 1
   fi
 done
 
