@@ -238,27 +238,39 @@ class Decoder(nn.Module):
             logits.append(step_logits)
         return torch.stack(logits, 1), state
 
-    def _attend_step(self, x: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """One attention step: inputs ``(batch, input_dim)`` from :meth:`_inputs` -> logits
-        ``(batch, vocab)`` and the next state."""
+    @staticmethod
+    def _memory(state: DecoderState) -> torch.Tensor:
+        """The encoder outputs an attention decoder reads, or a clear error when they are missing."""
         if state.memory is None:
             raise ValueError("an attention decoder needs the encoder outputs: use Seq2Seq.initial_state")
+        return state.memory
+
+    def _attend_output(
+        self, out: torch.Tensor, weights: torch.Tensor, memory: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-layer outputs ``(batch, steps, hidden)`` and their weights ``(batch, steps, time)`` ->
+        logits ``(batch, steps, vocab)`` read from ``[s_t; c_t]``, and the contexts
+        ``(batch, steps, memory_dim)``."""
+        context = torch.bmm(weights.to(memory.dtype), memory)
+        return self.output(self.dropout(torch.cat([out, context], dim=-1))), context
+
+    def _attend_step(self, x: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """One input-feeding attention step: inputs ``(batch, input_dim)`` from :meth:`_inputs` ->
+        logits ``(batch, vocab)`` and the next state."""
+        memory = self._memory(state)
         query, (h, c) = lstm_step(self.lstm, torch.cat([x, state.context], dim=-1), (state.h, state.c))
         weights = self.attention(query, state.keys, state.memory_mask, state.weights)
-        context = torch.bmm(weights[:, None, :].to(state.memory.dtype), state.memory)[:, 0]
-        logits = self.output(self.dropout(torch.cat([query, context], dim=-1)))
-        return logits, replace(state, h=h, c=c, context=context, weights=weights)
+        logits, context = self._attend_output(query[:, None], weights[:, None], memory)
+        return logits[:, 0], replace(state, h=h, c=c, context=context[:, 0], weights=weights)
 
     def _read_out(self, out: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """Top-layer outputs ``(batch, steps, hidden)`` -> logits ``(batch, steps, vocab)``; with ``dot``
         attention, each step's context joins its output first and the last step's is kept in ``state``."""
         if self.attention is None:
             return self.output(self.dropout(out)), state
-        if state.memory is None:
-            raise ValueError("an attention decoder needs the encoder outputs: use Seq2Seq.initial_state")
+        memory = self._memory(state)
         weights = self.attention(out, state.keys, state.memory_mask)
-        context = torch.bmm(weights.to(state.memory.dtype), state.memory)
-        logits = self.output(self.dropout(torch.cat([out, context], dim=-1)))
+        logits, context = self._attend_output(out, weights, memory)
         return logits, replace(state, context=context[:, -1], weights=weights[:, -1])
 
     def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:

@@ -24,7 +24,7 @@ import soundfile as sf
 import torch
 
 from asr_s2s.checkpoint import ModelBundle
-from asr_s2s.config import Config, DecodeConfig, load_config
+from asr_s2s.config import Config, DecodeConfig
 from asr_s2s.errors import AsrError
 from asr_s2s.model import Seq2Seq
 from asr_s2s.text import Vocabulary
@@ -107,10 +107,7 @@ def main() -> None:
     if args.quick:
         args.files, args.repeats, args.single_repeats = 16, 1, 2
     run = benchlib.start("inference", args)
-    if args.config:
-        config, source = load_config(args.config), str(args.config)
-    else:
-        config, source = benchlib.digits_config()
+    config, source = benchlib.digits_config(args.config)
     args.batch_size = args.batch_size or config.decode.batch_size
     transcriber = forced_transcriber(config, run.device)
     model = transcriber.model

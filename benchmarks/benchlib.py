@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from asr_s2s.config import Config, load_config
+from asr_s2s.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -182,8 +183,14 @@ def synth_text(seconds: float, letters: str, rng: np.random.Generator) -> str:
     return " ".join(words)[:target].strip()
 
 
-def digits_config() -> tuple[Config, str]:
-    """The digits recipe's config when the recipe ships one, else the documented default digits model."""
+def digits_config(path: Path | None = None) -> tuple[Config, str]:
+    """The config at ``path``; by default the digits recipe's when the recipe ships one, else the
+    documented default digits model."""
+    if path is not None:
+        try:
+            return load_config(path), str(path)
+        except ConfigError as err:  # a user's path: one line, as for --device
+            raise SystemExit(str(err)) from None
     if DIGITS_RECIPE.exists():
         return load_config(DIGITS_RECIPE), str(DIGITS_RECIPE.relative_to(REPO))
     config = Config()
