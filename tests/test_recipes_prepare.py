@@ -233,6 +233,57 @@ def test_download_uses_pinned_archive_and_checksum(tmp_path: Path, monkeypatch: 
     assert calls[0][1]["sha256"] == "ab" * 32
 
 
+def test_test_speakers_are_held_out_of_training(fake_fsdd: Path, tmp_path: Path) -> None:
+    counts = {"train": 16, "dev": 6, "test": 10, "test_seen": 6}
+    summary = digits.build_corpus(fake_fsdd, tmp_path, counts, max_digits=3, test_speakers=["bob"])
+    by_split = {split: read_manifest(tmp_path / f"{split}.jsonl") for split in counts}
+    assert {split: len(utts) for split, utts in by_split.items()} == counts
+    # The unseen-speaker test: bob only, from all his recordings (indices of every range).
+    assert {u.speaker for u in by_split["test"]} == {"bob"}
+    test_indices = {rec.index for recs in summary.sources["test"].values() for rec in recs}
+    assert test_indices - {0, 1, 2} and test_indices & {0, 1, 2}
+    # Nothing of bob's in train, dev or the seen-speaker test, which keeps FSDD's index ranges.
+    for split in ("train", "dev", "test_seen"):
+        assert {u.speaker for u in by_split[split]} == {"alice"}
+        ranges = INDEX_RANGES["test" if split == "test_seen" else split]
+        assert all(rec.index in ranges for recs in summary.sources[split].values() for rec in recs)
+    used = {split: {r.path for recs in summary.sources[split].values() for r in recs} for split in counts}
+    assert not (used["test"] | used["test_seen"]) & (used["train"] | used["dev"])
+    assert not used["test"] & used["test_seen"]
+    assert all(re.fullmatch(r"alice-3-\d{4}", u.id) for u in by_split["test_seen"])
+    # The training split does not depend on the test speakers' recordings: the same as a corpus
+    # built from alice alone.
+    alice_only = tmp_path / "alice"
+    alice_only.mkdir()
+    for path in fake_fsdd.glob("*_alice_*.wav"):
+        (alice_only / path.name).symlink_to(path)
+    digits.build_corpus(alice_only, tmp_path / "b", {"train": 16}, max_digits=3)
+    assert (tmp_path / "b" / "train.jsonl").read_text().replace(str(tmp_path / "b"), "") == (
+        tmp_path / "train.jsonl"
+    ).read_text().replace(str(tmp_path), "")
+
+
+def test_test_speaker_errors(fake_fsdd: Path, tmp_path: Path) -> None:
+    with pytest.raises(AsrError, match="no recordings of test speaker\\(s\\) carol"):
+        digits.build_corpus(fake_fsdd, tmp_path, SMALL, test_speakers=["alice", "carol"])
+    with pytest.raises(AsrError, match="none is left to train on"):
+        digits.build_corpus(fake_fsdd, tmp_path, SMALL, test_speakers=["alice", "bob"])
+    with pytest.raises(AsrError, match="test_seen split needs test speakers"):
+        digits.build_corpus(fake_fsdd, tmp_path, {"test_seen": 2})
+
+
+def test_cli_test_speakers_writes_both_tests(
+    fake_fsdd: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--fsdd-dir", str(fake_fsdd), "--out", str(tmp_path), "--num-train", "3", "--num-dev", "2"]
+    assert digits.main([*argv, "--num-test", "4", "--num-test-seen", "2", "--test-speakers", "alice"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"test:\s+4 utterances", out) and re.search(r"test_seen:\s+2 utterances", out)
+    assert {u.speaker for u in read_manifest(tmp_path / "test.jsonl")} == {"alice"}
+    assert {u.speaker for u in read_manifest(tmp_path / "test_seen.jsonl")} == {"bob"}
+    assert {u.speaker for u in read_manifest(tmp_path / "train.jsonl")} == {"bob"}
+
+
 @pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="shared FSDD recordings not available")
 def test_real_fsdd_small_corpus(tmp_path: Path) -> None:
     counts = {"train": 12, "dev": 6, "test": 6}

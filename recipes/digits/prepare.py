@@ -6,9 +6,12 @@ uses LibriSpeech's layout (``LibriSpeech/<split>/<speaker>/<chapter>/<speaker>-<
 plus ``<speaker>-<chapter>.trans.txt``) and has one manifest per split (``train/dev/test.jsonl``).
 
 Recordings are split by their FSDD index, so no source recording feeds two splits: 0-4 test,
-5-9 dev, 10 and above train. The output is a pure function of the input files and the seed.
+5-9 dev, 10 and above train. With ``--test-speakers NAME[,NAME]`` the split is by speaker as well:
+every recording of those speakers goes to ``test`` (the unseen-speaker test) and none to train or
+dev, and the other speakers' recordings 0-4 form ``test_seen`` (the seen-speaker test). The
+output is a pure function of the input files, the options and the seed.
 
-    python recipes/digits/prepare.py --fsdd-dir DIR --out OUTDIR [--seed 0]
+    python recipes/digits/prepare.py --fsdd-dir DIR --out OUTDIR [--seed 0] [--test-speakers NAME]
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ FSDD_URL = f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/ref
 FSDD_SHA256: str | None = None
 
 SAMPLE_RATE = 16000
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "dev", "test", "test_seen")
 # One chapter per split keeps utterance ids unique across splits although the speakers are shared.
-CHAPTERS = {"train": 0, "dev": 1, "test": 2}
-_INDEX_RANGES = {"test": "0-4", "dev": "5-9", "train": "10 and above"}
+CHAPTERS = {"train": 0, "dev": 1, "test": 2, "test_seen": 3}
+_INDEX_RANGES = {"test": "0-4", "dev": "5-9", "train": "10 and above", "test_seen": "0-4"}
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 GAP_SECONDS = (0.05, 0.30)
@@ -83,6 +86,8 @@ class CorpusSummary:
 # Many distinct training utterances, each seen twice (conf/default.yaml), fill the demo's training
 # budget: at equal compute, unique utterances beat repeats of fewer (RESULTS.md).
 DEFAULT_COUNTS = {"train": 24000, "dev": 500, "test": 500}
+# The seen-speaker test set that --test-speakers adds next to the unseen-speaker ``test``.
+DEFAULT_TEST_SEEN = 500
 
 
 def split_of_index(index: int) -> str:
@@ -94,10 +99,15 @@ def split_of_index(index: int) -> str:
     return "train"
 
 
-def scan_fsdd(fsdd_dir: str | Path) -> tuple[dict[str, list[Recording]], list[Path]]:
+def scan_fsdd(
+    fsdd_dir: str | Path, test_speakers: Sequence[str] = ()
+) -> tuple[dict[str, list[Recording]], list[Path]]:
     """FSDD recordings of a folder grouped by split (sorted), and the files that were skipped.
 
-    A folder holding a ``recordings/`` subfolder (an extracted FSDD archive) is looked into.
+    Without ``test_speakers`` the split is by index only (``test_seen`` stays empty). With them,
+    every recording of those speakers is in ``test``, and the other speakers' recordings 0-4 are
+    in ``test_seen`` instead. A folder holding a ``recordings/`` subfolder (an extracted FSDD
+    archive) is looked into.
     """
     fsdd_dir = Path(fsdd_dir)
     if (fsdd_dir / "recordings").is_dir():
@@ -114,7 +124,19 @@ def scan_fsdd(fsdd_dir: str | Path) -> tuple[dict[str, list[Recording]], list[Pa
             skipped.append(path)
             continue
         rec = Recording(path, int(match[1]), match[2], int(match[3]))
-        by_split[split_of_index(rec.index)].append(rec)
+        if rec.speaker in test_speakers:
+            by_split["test"].append(rec)
+        elif test_speakers and split_of_index(rec.index) == "test":
+            by_split["test_seen"].append(rec)
+        else:
+            by_split[split_of_index(rec.index)].append(rec)
+    if test_speakers:
+        found = {rec.speaker for recs in by_split.values() for rec in recs}
+        missing = sorted(set(test_speakers) - found)
+        if missing:
+            raise AsrError(f"{fsdd_dir}: no recordings of test speaker(s) {', '.join(missing)}")
+        if found <= set(test_speakers):
+            raise AsrError(f"{fsdd_dir}: every speaker is a test speaker; none is left to train on")
     return by_split, skipped
 
 
@@ -173,15 +195,23 @@ def build_corpus(
     max_digits: int = 7,
     seed: int = 0,
     jobs: int = 1,
+    test_speakers: Sequence[str] = (),
 ) -> CorpusSummary:
     """Write the corpus (audio, transcripts, manifests) under ``out_dir``.
 
-    ``num_utts`` maps split names to utterance counts (default ``DEFAULT_COUNTS``). Each utterance has
+    ``num_utts`` maps split names to utterance counts (default ``DEFAULT_COUNTS``, plus
+    ``test_seen: DEFAULT_TEST_SEEN`` with ``test_speakers``); ``test_speakers`` makes ``test`` the
+    unseen-speaker test (see :func:`scan_fsdd`). Each utterance has
     its own random generator seeded by ``(seed, split, number)``, so a split's content does not
     depend on the sizes of the others, and the result is identical for identical inputs, whatever the
     number of worker processes ``jobs``.
     """
-    counts = dict(num_utts) if num_utts is not None else dict(DEFAULT_COUNTS)
+    if num_utts is not None:
+        counts = dict(num_utts)
+    else:
+        counts = dict(DEFAULT_COUNTS, **({"test_seen": DEFAULT_TEST_SEEN} if test_speakers else {}))
+    if counts.get("test_seen") and not test_speakers:
+        raise AsrError("the test_seen split needs test speakers (--test-speakers)")
     unknown = set(counts) - set(SPLITS)
     if unknown:
         raise AsrError(f"unknown split(s) {sorted(unknown)}; expected {list(SPLITS)}")
@@ -192,12 +222,17 @@ def build_corpus(
     if jobs < 1:
         raise AsrError(f"need at least one job, got {jobs}")
 
-    by_split, skipped = scan_fsdd(fsdd_dir)
+    by_split, skipped = scan_fsdd(fsdd_dir, tuple(test_speakers))
     for split, n in counts.items():
         if n > 0 and not by_split[split]:
+            where = (
+                f"all recordings of {', '.join(test_speakers)}"
+                if split == "test" and test_speakers
+                else f"FSDD indices {_INDEX_RANGES[split]}"
+            )
             raise AsrError(
                 f"{fsdd_dir}: no recordings for the {split} split "
-                f"(FSDD indices {_INDEX_RANGES[split]}, files named {{digit}}_{{speaker}}_{{index}}.wav)"
+                f"({where}, files named {{digit}}_{{speaker}}_{{index}}.wav)"
             )
     if skipped:
         log.warning("skipped %d file(s) not named {digit}_{speaker}_{index}.wav", len(skipped))
@@ -351,6 +386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-train", type=int, default=DEFAULT_COUNTS["train"])
     parser.add_argument("--num-dev", type=int, default=DEFAULT_COUNTS["dev"])
     parser.add_argument("--num-test", type=int, default=DEFAULT_COUNTS["test"])
+    parser.add_argument(
+        "--test-speakers",
+        help="comma-separated FSDD speakers held out of training: all their recordings form the test "
+        "split, and the other speakers' recordings 0-4 form test_seen",
+    )
+    parser.add_argument(
+        "--num-test-seen", type=int, default=DEFAULT_TEST_SEEN, help="test_seen size (with --test-speakers)"
+    )
     parser.add_argument("--min-digits", type=int, default=1)
     parser.add_argument("--max-digits", type=int, default=7)
     parser.add_argument(
@@ -366,21 +409,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         fsdd_dir = args.fsdd_dir
         if fsdd_dir is None:
             fsdd_dir = fetch_fsdd(args.download_dir or args.out / "download", args.fsdd_sha256)
+        test_speakers = [s for s in (args.test_speakers or "").split(",") if s]
+        counts = {"train": args.num_train, "dev": args.num_dev, "test": args.num_test}
+        if test_speakers:
+            counts["test_seen"] = args.num_test_seen
         summary = build_corpus(
             fsdd_dir,
             args.out,
-            {"train": args.num_train, "dev": args.num_dev, "test": args.num_test},
+            counts,
             min_digits=args.min_digits,
             max_digits=args.max_digits,
             seed=args.seed,
             jobs=args.jobs,
+            test_speakers=test_speakers,
         )
     except AsrError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     for split, n in summary.utterances.items():
         hours = summary.seconds[split] / 3600
-        print(f"{split:>5}: {n:6d} utterances, {hours:6.2f} h -> {summary.manifests[split]}")
+        print(f"{split:>9}: {n:6d} utterances, {hours:6.2f} h -> {summary.manifests[split]}")
     print(f"skipped {len(summary.skipped)} file(s) not named {{digit}}_{{speaker}}_{{index}}.wav")
     return 0
 
