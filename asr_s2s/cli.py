@@ -147,10 +147,11 @@ def _run(args: argparse.Namespace) -> int:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone has the scores
             print(f"best dev WER {100 * result.best_wer:.2f}%  model: {result.model_path}")
     elif args.command == "evaluate":
+        from asr_s2s.device import resolve_device
         from asr_s2s.evaluate import evaluate_manifest
         from asr_s2s.transcribe import load_model
 
-        model = load_model(args.model, device=args.device)
+        model = load_model(args.model, device=resolve_device(args.device))
         report = evaluate_manifest(
             model,
             args.manifest,
@@ -161,10 +162,11 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(report.table())
     elif args.command == "transcribe":
+        from asr_s2s.device import resolve_device
         from asr_s2s.transcribe import load_model
         from asr_s2s.writers import transcribe_files
 
-        model = load_model(args.model, device=args.device)
+        model = load_model(args.model, device=resolve_device(args.device))
         transcribe_files(
             model,
             args.inputs,

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from asr_s2s.device import resolve_device
+
 
 @dataclass
 class Process:
@@ -25,20 +27,20 @@ class Process:
         return self.rank == 0
 
 
-def init_distributed(device: str | None) -> tuple[Process, torch.device]:
-    """Join torchrun's process group when ``WORLD_SIZE`` > 1 (NCCL on GPUs, gloo on CPUs) and pick
-    the device: ``device`` when given, else this process's GPU, else the CPU."""
+def init_distributed(device: str | torch.device | None) -> tuple[Process, torch.device]:
+    """Pick the device (:func:`asr_s2s.device.resolve_device`: under torchrun ``cuda`` is this
+    process's ``LOCAL_RANK`` GPU) and, when ``WORLD_SIZE`` > 1, join torchrun's process group: NCCL
+    on GPUs, gloo on CPUs. The device is resolved first, so a bad ``--device`` fails before any
+    process waits for the others."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
-        # Dev evaluation runs on rank 0 while the others wait: allow it far longer than the default.
-        dist.init_process_group(backend, timeout=datetime.timedelta(hours=3))
     info = Process(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if device is None:
-        device = f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        # Dev evaluation runs on rank 0 while the others wait: allow it far longer than the default.
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=3))
     return info, dev
 
 

@@ -52,5 +52,9 @@ class CheckpointError(AsrError):
         return type(self), (self.path, self.reason)
 
 
+class DeviceError(AsrError):
+    """The requested device (``--device``) does not exist or cannot be used."""
+
+
 class TrainingError(AsrError):
     """Training cannot continue (for example, too many non-finite losses in a row)."""
