@@ -1,4 +1,4 @@
-"""Typed configuration: features, model, training and decoding; YAML files plus dotted overrides."""
+"""Typed configuration: features, model, training, decoding, augmentation; YAML files and dotted overrides."""
 
 from __future__ import annotations
 
@@ -42,6 +42,13 @@ class FeatureConfig:
         return int(round(self.sample_rate * self.hop_ms / 1000))
 
 
+# How the model normalizes its input log-mels (Seq2Seq.encode): "global" with the training set's
+# per-bin mean and std; "utterance" with each utterance's own per-bin mean and std over its frames
+# (CMVN, instance normalization over time); "utterance_mean" subtracts each utterance's per-bin mean
+# and divides by the global std. Global statistics followed by per-utterance mean and variance would
+# equal "utterance" alone, so there is no "both".
+NORMALIZATION_TYPES = ("global", "utterance", "utterance_mean")
+
 # "none": the decoder sees the audio only through the encoder's final states; "additive",
 # "location" (location-aware additive) and "dot" (scaled dot-product, no input feeding) also attend
 # over the encoder outputs, see asr_s2s.attention and asr_s2s.model.Decoder.
@@ -68,6 +75,7 @@ class ModelConfig:
     summary_input: bool = False
     attention: str = "none"
     attention_dim: int = 128
+    normalization: str = "global"  # one of NORMALIZATION_TYPES
 
 
 @dataclass
@@ -101,6 +109,41 @@ class TrainConfig:
     dev_max_utts: int = 0
 
 
+NOISE_COLORS = ("white", "pink", "brown")
+
+
+@dataclass
+class AugmentConfig:
+    """On-the-fly training augmentation (asr_s2s.augment); every ``*_prob`` 0 means off (the default).
+
+    The waveform methods (speed, tempo, reverb, noise) and VTLP run per training utterance in the
+    DataLoader workers, in that order, each with its probability, drawn from (train.seed, epoch,
+    utterance index). The SpecAugment schedule scales ``features.*_mask_width`` (with
+    ``train.spec_augment`` on) from 0 at ``specaug_start_step`` to full width
+    ``specaug_ramp_steps`` later.
+    """
+
+    speed_prob: float = 0.0
+    speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # resampling: pitch moves too
+    tempo_prob: float = 0.0
+    tempo_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # phase vocoder: pitch kept
+    vtlp_prob: float = 0.0
+    vtlp_alpha: list[float] = field(default_factory=lambda: [0.9, 1.1])  # [low, high] mel warp factor
+    noise_prob: float = 0.0
+    noise_snr_db: list[float] = field(default_factory=lambda: [5.0, 30.0])  # [low, high]
+    noise_colors: list[str] = field(default_factory=lambda: list(NOISE_COLORS))
+    noise_files: str = ""  # a manifest (JSON lines) or a folder of audio files; mixed with the colors
+    reverb_prob: float = 0.0
+    reverb_rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])  # [low, high] seconds
+    specaug_start_step: int = 0
+    specaug_ramp_steps: int = 0
+
+    @property
+    def waveform(self) -> bool:
+        """Whether any per-utterance method (everything but the SpecAugment schedule) is on."""
+        return max(self.speed_prob, self.tempo_prob, self.vtlp_prob, self.noise_prob, self.reverb_prob) > 0
+
+
 @dataclass
 class DecodeConfig:
     """Search settings."""
@@ -120,6 +163,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,6 +211,13 @@ def _field_type(obj: Any, name: str) -> Any:
 def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
     """Convert ``value`` (from YAML or a command-line string) to the field's declared type."""
     origin = typing.get_origin(kind)
+    if origin is list:
+        if isinstance(value, str):  # `--set x=0.9,1.1` arrives as one string
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if not isinstance(value, list | tuple):
+            value = [value]
+        (item_kind,) = typing.get_args(kind)
+        return [_coerce(item, item_kind, key, source) for item in value]
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(kind) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
@@ -259,6 +310,10 @@ def validate(config: Config) -> None:
             f"model.attention={m.attention!r}: expected one of {', '.join(ATTENTION_TYPES)}",
         ),
         (m.attention_dim >= 1, "model.attention_dim must be >= 1"),
+        (
+            m.normalization in NORMALIZATION_TYPES,
+            f"model.normalization={m.normalization!r}: expected one of {', '.join(NORMALIZATION_TYPES)}",
+        ),
         (m.stack_frames >= 1, "model.stack_frames must be >= 1"),
         (m.encoder_layers >= 1 and m.decoder_layers >= 1, "model layers must be >= 1"),
         (
@@ -296,9 +351,45 @@ def validate(config: Config) -> None:
         (config.decode.beam_size >= 1, "decode.beam_size must be >= 1"),
         (config.decode.batch_size >= 1, "decode.batch_size must be >= 1"),
     ]
+    checks += _augment_checks(config.augment, f.sample_rate)
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _augment_checks(a: AugmentConfig, sample_rate: int) -> list[tuple[bool, str]]:
+    def span(values: list[float], low: float, high: float) -> bool:
+        return len(values) == 2 and low <= values[0] <= values[1] <= high
+
+    probs = ("speed_prob", "tempo_prob", "vtlp_prob", "noise_prob", "reverb_prob")
+    return [
+        *((0.0 <= getattr(a, name) <= 1.0, f"augment.{name} must be in [0, 1]") for name in probs),
+        (
+            bool(a.speed_factors) and all(0.5 <= x <= 2.0 for x in a.speed_factors),
+            "augment.speed_factors must be a non-empty list of factors in [0.5, 2]",
+        ),
+        # torchaudio's speed resamples from int(factor * rate) Hz: the factor must give whole hertz.
+        (
+            all(abs(x * sample_rate - round(x * sample_rate)) < 1e-6 for x in a.speed_factors),
+            "augment.speed_factors times features.sample_rate must be whole numbers of hertz",
+        ),
+        (
+            bool(a.tempo_factors) and all(0.5 <= x <= 2.0 for x in a.tempo_factors),
+            "augment.tempo_factors must be a non-empty list of factors in [0.5, 2]",
+        ),
+        (span(a.vtlp_alpha, 0.5, 2.0), "augment.vtlp_alpha must be [low, high] within [0.5, 2]"),
+        (span(a.noise_snr_db, -30.0, 100.0), "augment.noise_snr_db must be [low, high] within [-30, 100] dB"),
+        (
+            all(c in NOISE_COLORS for c in a.noise_colors) and (bool(a.noise_colors) or bool(a.noise_files)),
+            f"augment.noise_colors must be a list of {', '.join(NOISE_COLORS)} "
+            "(empty only with augment.noise_files)",
+        ),
+        (span(a.reverb_rt60, 0.01, 3.0), "augment.reverb_rt60 must be [low, high] seconds within [0.01, 3]"),
+        (
+            a.specaug_start_step >= 0 and a.specaug_ramp_steps >= 0,
+            "augment.specaug_start_step and augment.specaug_ramp_steps must be >= 0",
+        ),
+    ]
 
 
 def save_config(config: Config, path: str | Path) -> None:
