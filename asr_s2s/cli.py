@@ -91,6 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP with OpenAI's transcription API",
+        description="Serve POST /v1/audio/transcriptions (OpenAI's API), GET /v1/models and GET /health.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="model bundle or checkpoint")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: env ASR_S2S_API_KEY)")
+    p.add_argument("--max-batch", type=int, default=16, help="utterances decoded together (default: 16)")
+    p.add_argument(
+        "--max-wait-ms", type=float, default=10.0, help="how long a request waits for others (default: 10)"
+    )
+    p.add_argument("--max-queue", type=int, default=64, help="requests in progress before 503 (default: 64)")
+    p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload, else 413 (default: 25)")
+    p.add_argument("--model-name", default="asr-s2s", help="the model id clients see (default: asr-s2s)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    _add_common(p)
+
+    p = sub.add_parser(
         "export",
         help="write a one-file model bundle from a checkpoint",
         description="Strip a training checkpoint down to a model bundle.",
@@ -176,6 +195,23 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=progress,
         )
+    elif args.command == "serve":
+        from asr_s2s.device import resolve_device
+        from asr_s2s.serve import API_KEY_ENV, ServeConfig, serve
+        from asr_s2s.transcribe import load_model
+
+        config = ServeConfig(
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
+            max_batch=args.max_batch,
+            max_wait_ms=args.max_wait_ms,
+            max_queue=args.max_queue,
+            max_upload_mb=args.max_upload_mb,
+            model_name=args.model_name,
+        )
+        config.check()
+        serve(load_model(args.model, device=resolve_device(args.device)), config)
     elif args.command == "export":
         from asr_s2s.checkpoint import export_model
 

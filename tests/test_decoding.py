@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_model
 
+from asr_s2s.checkpoint import load_bundle
 from asr_s2s.config import DecodeConfig
 from asr_s2s.decoding import beam_search, decode, greedy_search, max_output_lengths
 from asr_s2s.loss import cross_entropy, teacher_forcing_io
@@ -170,3 +173,25 @@ def test_single_frame_and_padding_only_batch() -> None:
     for beam in (1, 3):
         hyps = decode(model, feats, lengths, cfg(beam_size=beam))
         assert len(hyps) == 2 and all(isinstance(t, int) for h in hyps for t in h)
+
+
+DATA = Path(__file__).parent / "data" / "decoding"
+
+
+@pytest.mark.parametrize("attention", ["none", "location", "dot"])
+def test_outputs_match_the_search_before_scorers(attention: str) -> None:
+    """Outputs recorded by ``data/decoding/capture.py`` from the search at commit 07a73aa."""
+    model = load_bundle(DATA / f"{attention}.pt").model
+    recorded = json.loads((DATA / "legacy_outputs.json").read_text(encoding="utf-8"))
+    checked = 0
+    for key, hyps in recorded.items():
+        name, seed, beam, penalty = key.split("/")
+        if name != attention:
+            continue
+        feats, lengths = ambiguous_batch(int(seed.removeprefix("seed")))
+        settings = cfg(
+            beam_size=int(beam.removeprefix("beam")), length_penalty=float(penalty.removeprefix("lp"))
+        )
+        assert decode(model, feats, lengths, settings) == hyps, key
+        checked += 1
+    assert checked == 16
