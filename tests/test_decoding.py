@@ -175,12 +175,12 @@ def test_single_frame_and_padding_only_batch() -> None:
         assert len(hyps) == 2 and all(isinstance(t, int) for h in hyps for t in h)
 
 
-DATA = Path(__file__).parent / "data" / "decoding"
+DATA = Path(__file__).parent / "fixtures" / "decoding"
 
 
 @pytest.mark.parametrize("attention", ["none", "location", "dot"])
 def test_outputs_match_the_search_before_scorers(attention: str) -> None:
-    """Outputs recorded by ``data/decoding/capture.py`` from the search at commit 07a73aa."""
+    """Outputs recorded by ``fixtures/decoding/capture.py`` from the search at commit 07a73aa."""
     model = load_bundle(DATA / f"{attention}.pt").model
     recorded = json.loads((DATA / "legacy_outputs.json").read_text(encoding="utf-8"))
     checked = 0
