@@ -1,19 +1,29 @@
-"""Datasets, padding collate and the length-bucketed, frame-capped batch sampler."""
+"""Manifests read on demand, datasets, the feature-cache policy, normalization statistics from a
+sample, padding collate and the length-bucketed, frame-capped batch sampler.
+
+Memory per training process does not grow with the corpus: a :class:`LazyManifest` keeps 16 bytes
+per utterance (line offset and duration) and parses a line when its utterance is read; features are
+computed in DataLoader workers unless the corpus is small enough to cache (:func:`use_feature_cache`);
+the sampler needs only the manifest's durations.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, overload
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from asr_s2s.audio import load_audio
-from asr_s2s.errors import AsrError, AudioError
-from asr_s2s.features import LogMel
-from asr_s2s.manifest import Utterance
+from asr_s2s.errors import AsrError, AudioError, ManifestError, TrainingError
+from asr_s2s.features import LogMel, RunningStats
+from asr_s2s.manifest import Utterance, iter_manifest_offsets, parse_line
 from asr_s2s.text import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -22,8 +32,109 @@ log = logging.getLogger(__name__)
 # (seconds, or this fraction of the duration) is accepted. A larger shortfall means a truncated file
 # or a line pointing at the wrong file, whose transcript would not match the audio.
 DURATION_SLACK = 0.1
-# Utterances per transfer from a feature-caching worker process (AsrDataset.precompute).
+# Utterances per transfer from a feature-caching worker process (AsrDataset.precompute), and per
+# partial sum from a statistics worker (normalization_stats).
 _PRECOMPUTE_CHUNK = 64
+# Float16 log-mels at 100 frames/s: bytes of feature cache per hour of audio and mel bin.
+_CACHE_BYTES_PER_HOUR_AND_BIN = 2 * 100 * 3600
+
+
+class LazyManifest(Sequence[Utterance]):
+    """The utterances of a manifest, parsed again from the file each time one is read.
+
+    The whole file is validated once, as :func:`asr_s2s.manifest.iter_manifest` does (``on_error``
+    the same); afterwards only each good line's byte offset and duration stay in memory (16 bytes
+    per utterance, numpy arrays that forked DataLoader workers share without copying), where a list
+    of :class:`Utterance` objects takes about 1 kB each. Slicing gives a lazy view.
+    """
+
+    def __init__(
+        self, path: str | Path, on_error: Callable[[ManifestError], None] | None = None
+    ) -> None:
+        self.path = Path(path)
+        self._base_dir = self.path.resolve().parent
+        offsets: list[int] = []
+        durations: list[float] = []
+        for offset, utt in iter_manifest_offsets(self.path, on_error):
+            offsets.append(offset)
+            durations.append(utt.duration)
+        if not offsets:
+            raise ManifestError(self.path, "manifest has no utterances")
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.durations = np.asarray(durations, dtype=np.float64)
+        self._handle: tuple[int, BinaryIO] | None = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    @overload
+    def __getitem__(self, index: int) -> Utterance: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> LazyManifest: ...
+
+    def __getitem__(self, index: int | slice) -> Utterance | LazyManifest:
+        if isinstance(index, slice):
+            view = object.__new__(LazyManifest)
+            view.path, view._base_dir, view._handle = self.path, self._base_dir, None
+            view.offsets, view.durations = self.offsets[index], self.durations[index]
+            return view
+        offset = int(self.offsets[index])  # IndexError past the end ends iteration
+        handle = self._file()
+        handle.seek(offset)
+        raw = handle.readline()
+        if offset == 0:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")
+        try:
+            return parse_line(raw.decode("utf-8"), self._base_dir, self.path)
+        except (ManifestError, UnicodeDecodeError):
+            raise ManifestError(self.path, "changed since it was read (restart the command)") from None
+
+    def _file(self) -> BinaryIO:
+        # One open file per process: a handle inherited through fork would share its position.
+        if self._handle is None or self._handle[0] != os.getpid():
+            try:
+                self._handle = (os.getpid(), open(self.path, "rb"))
+            except OSError as err:
+                raise ManifestError(self.path, f"cannot read ({err.strerror or err})") from None
+        return self._handle[1]
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state["_handle"] = None
+        return state
+
+    @property
+    def hours(self) -> float:
+        """Total duration of the utterances, in hours."""
+        return float(self.durations.sum()) / 3600.0
+
+
+def durations_of(utterances: Sequence[Utterance]) -> np.ndarray:
+    """Durations in seconds ``(utterances,)``, without parsing a :class:`LazyManifest` again."""
+    if isinstance(utterances, LazyManifest):
+        return utterances.durations
+    return np.asarray([u.duration for u in utterances], dtype=np.float64)
+
+
+def use_feature_cache(setting: str, hours: float, max_hours: float, n_mels: int) -> bool:
+    """Whether to keep the features in memory (``train.cache_features``: ``true``, ``false`` or
+    ``auto``: when the utterances total at most ``max_hours``, ``train.cache_max_hours``).
+
+    A cached hour costs 57.6 MB per process at 80 mels (float16, 100 frames/s), on every rank.
+    """
+    if setting == "auto":
+        cache = hours <= max_hours
+        size_gb = hours * _CACHE_BYTES_PER_HOUR_AND_BIN * n_mels / 1e9
+        log.info(
+            "train.cache_features=auto: %.1f h of audio, %s (%.1f GB per process; limit %g h)",
+            hours,
+            "caching the features in memory" if cache else "computing the features on the fly",
+            size_gb,
+            max_hours,
+        )
+        return cache
+    return setting == "true"
 
 
 @dataclass
@@ -52,6 +163,18 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def pin_memory(self) -> Batch:
+        """A copy in page-locked memory (DataLoader ``pin_memory``), for asynchronous GPU copies."""
+        return Batch(
+            self.ids,
+            self.indices,
+            self.feats.pin_memory(),
+            self.feat_lens.pin_memory(),
+            self.tokens.pin_memory(),
+            self.token_lens.pin_memory(),
+            self.errors,
+        )
+
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
             self.ids,
@@ -71,7 +194,7 @@ class AsrDataset(Dataset[Example]):
     """
 
     def __init__(self, utterances: Sequence[Utterance], vocab: Vocabulary, extractor: LogMel) -> None:
-        self.utterances = list(utterances)
+        self.utterances = utterances if isinstance(utterances, LazyManifest) else list(utterances)
         self.vocab = vocab
         self.extractor = extractor
         self._cache: list[torch.Tensor | None] | None = None
@@ -173,6 +296,62 @@ class _Uncached(Dataset[Example]):
             return Example(index, self.dataset.utterances[index].id, self.dataset.load_features(index))
         except AsrError as err:
             return Example(index, self.dataset.utterances[index].id, error=str(err))
+
+
+@dataclass
+class _PartialStats:
+    """A chunk's feature sums (``count``, ``total``, ``total_sq``), from a statistics worker."""
+
+    stats: RunningStats
+    examples: int
+    readable: int
+
+    @staticmethod
+    def of(examples: Sequence[Example]) -> _PartialStats:
+        good = [e.feats for e in examples if e.feats is not None]
+        stats = RunningStats(good[0].shape[1] if good else 0)
+        for feats in good:
+            stats.update(feats)
+        return _PartialStats(stats, len(examples), len(good))
+
+
+def sample_indices(count: int, limit: int, seed: int) -> np.ndarray:
+    """``limit`` distinct indices of ``range(count)`` drawn from ``seed``, sorted; all when ``limit``
+    is 0 or at least ``count``."""
+    if limit <= 0 or limit >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
+
+
+def normalization_stats(
+    dataset: AsrDataset, max_utterances: int, seed: int, num_workers: int = 0, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and std ``(n_mels,)`` over the frames of a random sample of ``max_utterances``
+    utterances (all when 0), decoded in ``num_workers`` DataLoader workers.
+
+    Unreadable utterances are left out; none readable is a :class:`TrainingError`. A few thousand
+    utterances (hours of audio, millions of frames) fix the 80 means and deviations to well within
+    what the model notices, at a cost that does not grow with the corpus.
+    """
+    from tqdm import tqdm
+
+    indices = sample_indices(len(dataset), max_utterances, seed)
+    cached = dataset._cache is not None
+    loader = DataLoader(
+        Subset(dataset, indices.tolist()),
+        batch_size=_PRECOMPUTE_CHUNK,
+        num_workers=0 if cached else num_workers,
+        collate_fn=_PartialStats.of,
+    )
+    total = RunningStats(dataset.extractor.cfg.n_mels)
+    with tqdm(total=len(indices), desc="statistics", disable=not progress or None, leave=False) as bar:
+        for part in loader:
+            if part.readable:
+                total.merge(part.stats)
+            bar.update(part.examples)
+    if total.count == 0:
+        raise TrainingError(f"none of the {len(indices)} sampled training utterances could be read")
+    return total.result()
 
 
 def pad_features(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,6 +56,12 @@ class RunningStats:
         self.total += feats.sum(0)
         self.total_sq += (feats * feats).sum(0)
 
+    def merge(self, other: RunningStats) -> None:
+        """Add the frames counted by ``other`` (e.g. a worker's partial sums)."""
+        self.count += other.count
+        self.total += other.total
+        self.total_sq += other.total_sq
+
     def result(self, min_std: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, std)`` as float32 ``(dim,)`` tensors."""
         if self.count == 0:

@@ -142,13 +142,24 @@ def iter_manifest(
     given: then it is called with the error and the line is skipped. Blank lines are ignored;
     duplicate ids are errors.
     """
+    for _, utt in iter_manifest_offsets(path, on_error):
+        yield utt
+
+
+def iter_manifest_offsets(
+    path: str | Path,
+    on_error: Callable[[ManifestError], None] | None = None,
+) -> Iterator[tuple[int, Utterance]]:
+    """As :func:`iter_manifest`, with the byte offset of each utterance's line in the file."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(path, "no such manifest file" if not path.exists() else "not a file")
     base_dir = path.resolve().parent
     seen: set[str] = set()
+    offset = 0
     with open(path, "rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
+            start, offset = offset, offset + len(raw)
             try:
                 if lineno == 1:
                     raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
@@ -167,7 +178,7 @@ def iter_manifest(
                     raise
                 on_error(err)
                 continue
-            yield utt
+            yield start, utt
 
 
 def read_manifest(

@@ -360,3 +360,144 @@ def test_dataloader_with_two_workers(tiny_manifest) -> None:
             assert torch.equal(batch.feats[i, :n], dataset[idx].feats)
         seen += batch.indices
     assert sorted(seen) == list(range(8))
+
+
+# ---- corpus-size independence: lazy manifests, cache policy, sampled statistics ------------------
+
+
+def test_lazy_manifest_reads_what_read_manifest_reads(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"audio_filepath": "a/x.wav", "duration": 1.5, "text": "héllo", "speaker": "s1"}),
+        "",
+        "{not json",
+        json.dumps(
+            {"audio_filepath": "/abs/y.flac", "duration": 2.25, "text": "b", "offset": 0.5, "id": "y"}
+        ),
+        json.dumps({"audio_filepath": "z.wav", "duration": 0.1, "text": ""}),
+    ]
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode("utf-8") + b"\n")
+    errors: list[str] = []
+    lazy = data_module.LazyManifest(path, on_error=lambda e: errors.append(str(e)))
+    assert errors == [
+        f"{path}:3: invalid JSON (Expecting property name enclosed in double quotes at column 2)"
+    ]
+    expected = read_manifest(path, on_error=lambda e: None)
+    assert len(lazy) == 3 and list(lazy) == expected
+    assert lazy[-1] == expected[-1] and list(lazy[1:]) == expected[1:]
+    np.testing.assert_array_equal(lazy.durations, [1.5, 2.25, 0.1])
+    np.testing.assert_array_equal(data_module.durations_of(expected), lazy.durations)
+    assert lazy.hours == pytest.approx(3.85 / 3600)
+    assert lazy.offsets.nbytes + lazy.durations.nbytes == 16 * len(lazy)
+    assert list(pickle.loads(pickle.dumps(lazy))) == expected
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(data_module.ManifestError, match="no utterances"):
+        data_module.LazyManifest(tmp_path / "empty.jsonl")
+
+
+def test_lazy_manifest_in_dataloader_workers(tiny_manifest) -> None:
+    manifest = tiny_manifest([f"utt {i}" for i in range(6)], seconds=[0.1 + 0.02 * i for i in range(6)])
+    eager = _dataset(manifest)
+    lazy = AsrDataset(data_module.LazyManifest(manifest), eager.vocab, eager.extractor)
+    assert isinstance(lazy.utterances, data_module.LazyManifest)
+    loader = DataLoader(lazy, batch_size=2, collate_fn=collate, num_workers=2)
+    seen = []
+    for batch in loader:
+        for i, idx in enumerate(batch.indices):
+            n = int(batch.feat_lens[i])
+            assert torch.equal(batch.feats[i, :n], eager[idx].feats)
+        seen += batch.indices
+    assert seen == list(range(6))
+
+
+def test_batches_and_shards_come_from_durations_without_opening_audio(tmp_path: Path, monkeypatch) -> None:
+    """The sampler and the datasets are built from a manifest whose audio does not exist; only a batch
+    that is read opens its own files."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "m.jsonl"
+    with open(path, "w") as handle:
+        for i, d in enumerate(rng.uniform(1, 16, 500)):
+            handle.write(
+                json.dumps({"audio_filepath": f"missing/{i}.flac", "duration": d, "text": "a b"}) + "\n"
+            )
+    opened: list[str] = []
+    monkeypatch.setattr(data_module, "load_audio", lambda p, *a, **k: opened.append(str(p)) or 1 / 0)
+    utts = data_module.LazyManifest(path)
+    dataset = AsrDataset(utts, Vocabulary.build(["a b"]), LogMel(FEATS))
+    frames = [num_frames(d, FEATS.hop_ms) for d in data_module.durations_of(dataset.utterances)]
+    shards = [BucketBatchSampler(frames, 4000, seed=1, rank=r, world_size=4) for r in range(4)]
+    for s in shards:
+        s.set_epoch(3)
+    batches = [s.batches() for s in shards]
+    assert opened == []
+    assert len({len(b) for b in batches}) == 1
+    assert {i for b in batches for batch in b for i in batch} == set(range(500))
+    # A rank reads only the utterances of its own batches.
+    with pytest.raises(ZeroDivisionError):
+        dataset.load_features(batches[2][0][0])
+    assert opened == [str(tmp_path / "missing" / f"{batches[2][0][0]}.flac")]
+
+
+@pytest.mark.parametrize(
+    ("setting", "hours", "expected"),
+    [
+        ("auto", 9.9, True),
+        ("auto", 10.0, True),
+        ("auto", 10.1, False),
+        ("true", 500.0, True),
+        ("false", 0.1, False),
+    ],
+)
+def test_feature_cache_policy(setting: str, hours: float, expected: bool) -> None:
+    assert data_module.use_feature_cache(setting, hours, max_hours=10.0, n_mels=80) is expected
+
+
+def test_sample_indices() -> None:
+    picked = data_module.sample_indices(1000, 50, seed=3)
+    assert len(picked) == len(set(picked.tolist())) == 50 and list(picked) == sorted(picked)
+    assert picked.min() >= 0 and picked.max() < 1000
+    np.testing.assert_array_equal(picked, data_module.sample_indices(1000, 50, seed=3))
+    assert not np.array_equal(picked, data_module.sample_indices(1000, 50, seed=4))
+    np.testing.assert_array_equal(data_module.sample_indices(7, 0, seed=3), np.arange(7))
+    np.testing.assert_array_equal(data_module.sample_indices(7, 9, seed=3), np.arange(7))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_normalization_stats_of_a_sample_match_numpy(tiny_manifest, workers: int, monkeypatch) -> None:
+    manifest = tiny_manifest([f"u{i}" for i in range(7)], seconds=[0.1 + 0.03 * i for i in range(7)])
+    dataset = _dataset(manifest)
+    monkeypatch.setattr(data_module, "_PRECOMPUTE_CHUNK", 2)  # several partial sums to merge
+    for limit in (0, 4):
+        picked = data_module.sample_indices(len(dataset), limit, seed=5)
+        frames = np.concatenate([dataset[int(i)].feats.numpy() for i in picked]).astype(np.float64)
+        mean, std = data_module.normalization_stats(dataset, limit, seed=5, num_workers=workers)
+        np.testing.assert_allclose(mean.numpy(), frames.mean(0), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(std.numpy(), frames.std(0), rtol=1e-4, atol=1e-5)
+    # A sample of 4 of 7 utterances differs from the whole set.
+    assert not torch.allclose(
+        data_module.normalization_stats(dataset, 4, seed=5)[0],
+        data_module.normalization_stats(dataset, 0, 5)[0],
+    )
+
+
+def test_normalization_stats_skip_unreadable_and_fail_when_none_read(tiny_manifest) -> None:
+    manifest = tiny_manifest(["a", "b", "c"])
+    dataset = _dataset(manifest)
+    good = dataset[2].feats.double()
+    for i in (0, 1):
+        Path(dataset.utterances[i].audio_filepath).write_bytes(b"not audio")
+    mean, std = data_module.normalization_stats(dataset, 0, seed=0)
+    torch.testing.assert_close(mean, good.mean(0).float())
+    Path(dataset.utterances[2].audio_filepath).write_bytes(b"")
+    with pytest.raises(data_module.TrainingError, match="none of the 3 sampled training utterances"):
+        data_module.normalization_stats(dataset, 0, seed=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batch_pins_memory_for_the_gpu() -> None:
+    batch = collate([_example(0, 5, [4, 5]), _example(1, 3, [6])])
+    pinned = batch.pin_memory()
+    assert pinned.feats.is_pinned() and pinned.tokens.is_pinned()
+    on_gpu = pinned.to("cuda")
+    assert torch.equal(on_gpu.feats.cpu(), batch.feats) and on_gpu.feats.device.type == "cuda"
