@@ -2,8 +2,11 @@
 
 ``download`` keeps a partial transfer in ``<file>.part`` and resumes it with an HTTP Range request;
 a finished file is verified once and then marked by ``<file>.verified`` (holding the checksum), so
-later calls return at once without hashing gigabytes again. ``extract`` refuses members that would
-land outside the destination and marks a finished extraction with a stamp file.
+later calls return at once without hashing gigabytes again. ``fetch`` is the same resumable
+transfer without the archive's checksum, for archives that are not byte-stable (GitHub's generated
+ones) and whose extracted files are checked instead: ``read_checksums`` reads a ``sha256sum`` list,
+``verify_files`` checks every listed file. ``extract`` refuses members that would land outside the
+destination and marks a finished extraction with a stamp file.
 """
 
 from __future__ import annotations
@@ -81,6 +84,65 @@ def download(
     os.replace(part, target)
     _verify(target, algorithm, expected, stamp, url)
     return target
+
+
+def fetch(url: str, dest_dir: str | Path, filename: str, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest_dir/filename`` without checking the file itself; returns its path.
+
+    For archives whose bytes are not stable (GitHub's generated ``.tar.gz``): the caller must verify
+    what it extracts (:func:`verify_files`). An interrupted transfer stays in ``<filename>.part`` and
+    the next call resumes it with a Range request; an existing ``filename`` is returned as it is.
+    """
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / filename
+    if not target.is_file():
+        part = target.with_name(target.name + ".part")
+        _fetch(url, part, timeout)
+        os.replace(part, target)
+    return target
+
+
+def read_checksums(path: str | Path) -> dict[str, str]:
+    """A ``sha256sum``-style list (``HEX  NAME`` or ``HEX *NAME`` per line) as name -> lowercase hex.
+
+    Raises :class:`AsrError` naming the file and line of a malformed line or a repeated name.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise AsrError(f"{path}: cannot read checksum list ({err.strerror or err})") from None
+    sums: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        digest, sep, name = line.partition(" ")
+        name = name.removeprefix(" ").removeprefix("*")
+        if not sep or not name or len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+            raise AsrError(f"{path}:{number}: expected 'SHA256  NAME', got {line!r}")
+        if name in sums:
+            raise AsrError(f"{path}:{number}: {name} is listed twice")
+        sums[name] = digest.lower()
+    if not sums:
+        raise AsrError(f"{path}: empty checksum list")
+    return sums
+
+
+def verify_files(root: str | Path, checksums: dict[str, str], algorithm: str = "sha256") -> None:
+    """Check that every file of ``checksums`` (names relative to ``root``) exists and matches.
+
+    Files are checked in name order; the first missing or mismatching one raises
+    :class:`DownloadError` naming it.
+    """
+    root = Path(root)
+    for name in sorted(checksums):
+        path = root / name
+        if not path.is_file():
+            raise DownloadError(f"{path}: missing (listed in the checksum list)")
+        actual = file_hash(path, algorithm)
+        if actual != checksums[name]:
+            raise DownloadError(f"{path}: {algorithm} mismatch (expected {checksums[name]}, got {actual})")
 
 
 def _stamp_matches(stamp: Path, algorithm: str, expected: str) -> bool:
@@ -176,6 +238,11 @@ def is_extracted(archive: str | Path, dest_dir: str | Path) -> bool:
     Lets callers skip the download of an archive that was extracted and then deleted.
     """
     return _extract_stamp(Path(archive), Path(dest_dir)).is_file()
+
+
+def forget_extracted(archive: str | Path, dest_dir: str | Path) -> None:
+    """Remove :func:`extract`'s stamp, so that the next call extracts ``archive`` again."""
+    _extract_stamp(Path(archive), Path(dest_dir)).unlink(missing_ok=True)
 
 
 def extract(archive: str | Path, dest_dir: str | Path) -> Path:

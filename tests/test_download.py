@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tarfile
 import threading
 import zipfile
@@ -14,7 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from asr_s2s.download import DownloadError, ExtractError, download, extract, file_hash, is_extracted
+from asr_s2s.download import (
+    DownloadError,
+    ExtractError,
+    download,
+    extract,
+    fetch,
+    file_hash,
+    is_extracted,
+    read_checksums,
+    verify_files,
+)
 from asr_s2s.errors import AsrError
 
 PAYLOAD = bytes(range(256)) * 1000  # 256 kB, several read chunks' worth of distinct bytes
@@ -133,6 +144,48 @@ def test_interrupted_transfer_keeps_part_and_resumes(server: Server, tmp_path: P
     path = download(f"{server.url}/data/archive.bin", tmp_path, sha256=SHA256)
     assert path.read_bytes() == PAYLOAD
     assert server.requests[-1] == ("/data/archive.bin", "bytes=50000-")
+
+
+def test_fetch_without_checksum_resumes_an_interrupted_transfer(server: Server, tmp_path: Path) -> None:
+    server.truncate_at = 70_000
+    with pytest.raises(DownloadError, match="run again to resume"):
+        fetch(f"{server.url}/data/archive.bin", tmp_path, "a.tar.gz")
+    assert (tmp_path / "a.tar.gz.part").stat().st_size == 70_000
+    path = fetch(f"{server.url}/data/archive.bin", tmp_path, "a.tar.gz")
+    assert path == tmp_path / "a.tar.gz" and path.read_bytes() == PAYLOAD
+    assert server.requests[-1] == ("/data/archive.bin", "bytes=70000-")
+    assert not (tmp_path / "a.tar.gz.part").exists()
+    # A file already there is taken as it is (its content is the caller's to verify).
+    assert fetch(f"{server.url}/missing", tmp_path, "a.tar.gz") == path and len(server.requests) == 2
+
+
+def test_read_checksums_and_verify_files(tmp_path: Path) -> None:
+    (tmp_path / "a.wav").write_bytes(b"alpha")
+    (tmp_path / "b.wav").write_bytes(b"beta")
+    listing = tmp_path / "SUMS"
+    sha = {name: hashlib.sha256(data).hexdigest() for name, data in (("a.wav", b"alpha"), ("b.wav", b"beta"))}
+    # sha256sum's text and binary markers, as `sha256sum` writes them.
+    listing.write_text(f"{sha['a.wav'].upper()}  a.wav\n\n{sha['b.wav']} *b.wav\n")
+    assert read_checksums(listing) == sha
+    verify_files(tmp_path, sha)
+    (tmp_path / "b.wav").write_bytes(b"betA")
+    with pytest.raises(DownloadError, match=r"b\.wav: sha256 mismatch"):
+        verify_files(tmp_path, sha)
+    with pytest.raises(DownloadError, match=r"c\.wav: missing"):
+        verify_files(tmp_path, {"a.wav": sha["a.wav"], "c.wav": "0" * 64})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("abc  a.wav\n", ":1: expected"), (f"{'0' * 64}  a\n{'1' * 64}  a\n", ":2: a is listed twice"),
+     (f"{'0' * 64}\n", ":1: expected"), ("", "empty checksum list")],
+)
+def test_bad_checksum_lists_are_errors_naming_the_line(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "SUMS").write_text(text)
+    with pytest.raises(AsrError, match=re.escape(message)):
+        read_checksums(tmp_path / "SUMS")
+    with pytest.raises(AsrError, match="cannot read checksum list"):
+        read_checksums(tmp_path / "nowhere")
 
 
 def test_checksum_mismatch_deletes_file(server: Server, tmp_path: Path) -> None:

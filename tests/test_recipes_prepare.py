@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import io
 import re
+import shutil
 import sys
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +18,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from asr_s2s.download import DownloadError, verify_files
 from asr_s2s.errors import AsrError, AudioError
 from asr_s2s.manifest import read_manifest
 
@@ -202,86 +207,128 @@ def test_cli_builds_and_prints_summary(
     assert all(len(u.text.split()) == 2 for u in read_manifest(tmp_path / "train.jsonl"))
 
 
-def test_download_refuses_to_run_unverified(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+@pytest.fixture
+def fsdd_release(fake_fsdd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """A generated FSDD release archive laid out like GitHub's, its checksum list (installed as the
+    recipe's) and a tampered copy of the archive with one recording changed."""
+    top = "free-spoken-digit-dataset-1.0.10"
+    wavs = sorted(p for p in fake_fsdd.glob("*.wav") if digits._FSDD_NAME.fullmatch(p.name))
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text("".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in wavs))
+    monkeypatch.setattr(digits, "FSDD_SHA256SUMS", sums)
+
+    def archive(path: Path, tamper: str | None = None) -> Path:
+        with tarfile.open(path, "w:gz") as tar:
+            readme = tarfile.TarInfo(f"{top}/README.md")
+            readme.size = 5
+            tar.addfile(readme, io.BytesIO(b"FSDD\n"))
+            for wav in wavs:
+                data = wav.read_bytes()
+                if wav.name == tamper:
+                    data = data[:-2] + bytes([data[-2] ^ 1, data[-1]])
+                info = tarfile.TarInfo(f"{top}/recordings/{wav.name}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    return {
+        "good": archive(tmp_path / "good.tar.gz"),
+        "tampered": archive(tmp_path / "tampered.tar.gz", tamper="3_bob_11.wav"),
+        "sums": sums,
+    }
+
+
+def _fake_fetch(monkeypatch: pytest.MonkeyPatch, served: Path | None) -> list[str]:
+    """Replace the download with a copy of ``served`` (None: any download fails the test)."""
+    calls: list[str] = []
+
+    def fake(url: str, dest: Path, filename: str) -> Path:
+        assert served is not None, "downloaded although the archive was in --download-dir"
+        calls.append(url)
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        shutil.copy(served, Path(dest) / filename)
+        return Path(dest) / filename
+
+    monkeypatch.setattr(digits, "fetch", fake)
+    return calls
+
+
+def test_download_verifies_every_recording(
+    fsdd_release: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_network(*args: object, **kwargs: object) -> Path:
-        raise AssertionError("downloaded without a checksum")
-
-    monkeypatch.setattr(digits, "FSDD_SHA256", None)
-    monkeypatch.setattr(digits, "download", no_network)
-    assert digits.main(["--out", str(tmp_path)]) == 1
-    assert "refusing to download" in capsys.readouterr().err
-
-
-def test_download_uses_pinned_archive_and_checksum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-
-    def fake_download(url: str, dest: Path, **kwargs: str) -> Path:
-        calls.append((url, kwargs))
-        return Path(dest) / kwargs["filename"]
-
-    def fake_extract(archive: Path, dest: Path) -> Path:
-        (Path(dest) / "free-spoken-digit-dataset-1.0.10" / "recordings").mkdir(parents=True)
-        return Path(dest)
-
-    monkeypatch.setattr(digits, "download", fake_download)
-    monkeypatch.setattr(digits, "extract", fake_extract)
-    recordings = digits.fetch_fsdd(tmp_path, sha256="ab" * 32)
-    assert recordings == tmp_path / "free-spoken-digit-dataset-1.0.10" / "recordings"
-    assert calls[0][0] == digits.FSDD_URL
-    assert calls[0][1]["sha256"] == "ab" * 32
+    calls = _fake_fetch(monkeypatch, fsdd_release["good"])
+    out = tmp_path / "corpus"
+    assert digits.main(["--out", str(out), "--num-train", "4", "--num-dev", "2", "--num-test", "2"]) == 0
+    assert calls == [digits.FSDD_URL]
+    assert (out / "download" / digits.FSDD_ARCHIVE).is_file()
+    assert len(read_manifest(out / "train.jsonl")) == 4
+    # A second run finds the extracted copy, verifies it again and downloads nothing.
+    _fake_fetch(monkeypatch, None)
+    recordings = digits.fetch_fsdd(out / "download")
+    assert len(list(recordings.glob("*.wav"))) == len(digits.read_checksums(fsdd_release["sums"]))
 
 
-def test_test_speakers_are_held_out_of_training(fake_fsdd: Path, tmp_path: Path) -> None:
-    counts = {"train": 16, "dev": 6, "test": 10, "test_seen": 6}
-    summary = digits.build_corpus(fake_fsdd, tmp_path, counts, max_digits=3, test_speakers=["bob"])
-    by_split = {split: read_manifest(tmp_path / f"{split}.jsonl") for split in counts}
-    assert {split: len(utts) for split, utts in by_split.items()} == counts
-    # The unseen-speaker test: bob only, from all his recordings (indices of every range).
-    assert {u.speaker for u in by_split["test"]} == {"bob"}
-    test_indices = {rec.index for recs in summary.sources["test"].values() for rec in recs}
-    assert test_indices - {0, 1, 2} and test_indices & {0, 1, 2}
-    # Nothing of bob's in train, dev or the seen-speaker test, which keeps FSDD's index ranges.
-    for split in ("train", "dev", "test_seen"):
-        assert {u.speaker for u in by_split[split]} == {"alice"}
-        ranges = INDEX_RANGES["test" if split == "test_seen" else split]
-        assert all(rec.index in ranges for recs in summary.sources[split].values() for rec in recs)
-    used = {split: {r.path for recs in summary.sources[split].values() for r in recs} for split in counts}
-    assert not (used["test"] | used["test_seen"]) & (used["train"] | used["dev"])
-    assert not used["test"] & used["test_seen"]
-    assert all(re.fullmatch(r"alice-3-\d{4}", u.id) for u in by_split["test_seen"])
-    # The training split does not depend on the test speakers' recordings: the same as a corpus
-    # built from alice alone.
-    alice_only = tmp_path / "alice"
-    alice_only.mkdir()
-    for path in fake_fsdd.glob("*_alice_*.wav"):
-        (alice_only / path.name).symlink_to(path)
-    digits.build_corpus(alice_only, tmp_path / "b", {"train": 16}, max_digits=3)
-    assert (tmp_path / "b" / "train.jsonl").read_text().replace(str(tmp_path / "b"), "") == (
-        tmp_path / "train.jsonl"
-    ).read_text().replace(str(tmp_path), "")
-
-
-def test_test_speaker_errors(fake_fsdd: Path, tmp_path: Path) -> None:
-    with pytest.raises(AsrError, match="no recordings of test speaker\\(s\\) carol"):
-        digits.build_corpus(fake_fsdd, tmp_path, SMALL, test_speakers=["alice", "carol"])
-    with pytest.raises(AsrError, match="none is left to train on"):
-        digits.build_corpus(fake_fsdd, tmp_path, SMALL, test_speakers=["alice", "bob"])
-    with pytest.raises(AsrError, match="test_seen split needs test speakers"):
-        digits.build_corpus(fake_fsdd, tmp_path, {"test_seen": 2})
-
-
-def test_cli_test_speakers_writes_both_tests(
-    fake_fsdd: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+def test_tampered_archive_is_refused_naming_the_file(
+    fsdd_release: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
 ) -> None:
-    argv = ["--fsdd-dir", str(fake_fsdd), "--out", str(tmp_path), "--num-train", "3", "--num-dev", "2"]
-    assert digits.main([*argv, "--num-test", "4", "--num-test-seen", "2", "--test-speakers", "alice"]) == 0
-    out = capsys.readouterr().out
-    assert re.search(r"test:\s+4 utterances", out) and re.search(r"test_seen:\s+2 utterances", out)
-    assert {u.speaker for u in read_manifest(tmp_path / "test.jsonl")} == {"alice"}
-    assert {u.speaker for u in read_manifest(tmp_path / "test_seen.jsonl")} == {"bob"}
-    assert {u.speaker for u in read_manifest(tmp_path / "train.jsonl")} == {"bob"}
+    _fake_fetch(monkeypatch, fsdd_release["tampered"])
+    assert digits.main(["--out", str(tmp_path / "corpus"), "--num-train", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "3_bob_11.wav: sha256 mismatch" in err and "refusing to use" in err
+    assert not (tmp_path / "corpus" / "train.jsonl").exists()
+    download = tmp_path / "corpus" / "download"
+    # Nothing unverified is left to be picked up later: the next run extracts and refuses again.
+    assert not (download / "free-spoken-digit-dataset-1.0.10").exists()
+    with pytest.raises(DownloadError, match="3_bob_11.wav: sha256 mismatch"):
+        digits.fetch_fsdd(download)
+
+
+def test_archive_put_in_download_dir_is_verified_not_fetched(
+    fsdd_release: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_fetch(monkeypatch, None)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    for folder, source in ((good, "good"), (bad, "tampered")):
+        folder.mkdir()
+        shutil.copy(fsdd_release[source], folder / digits.FSDD_ARCHIVE)
+    assert digits.fetch_fsdd(good) == good / "free-spoken-digit-dataset-1.0.10" / "recordings"
+    with pytest.raises(DownloadError, match=r"3_bob_11\.wav: sha256 mismatch"):
+        digits.fetch_fsdd(bad)
+
+
+def test_missing_or_unlisted_recording_is_refused(
+    fsdd_release: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_fetch(monkeypatch, None)
+    sums = fsdd_release["sums"]
+    lines = sums.read_text().splitlines(keepends=True)
+    shutil.copy(fsdd_release["good"], tmp_path / digits.FSDD_ARCHIVE)
+    # A recording the archive lacks (listed first in name order: 0_alice_0.wav).
+    sums.write_text("0" * 64 + "  0_alice_00.wav\n" + "".join(lines))
+    with pytest.raises(DownloadError, match=r"0_alice_00\.wav: missing"):
+        digits.fetch_fsdd(tmp_path)
+    # A recording the list lacks would be used unverified.
+    sums.write_text("".join(line for line in lines if "9_bob_12.wav" not in line))
+    with pytest.raises(DownloadError, match=r"9_bob_12\.wav: not in SHA256SUMS"):
+        digits.fetch_fsdd(tmp_path)
+
+
+def test_recipe_carries_the_fsdd_checksum_list() -> None:
+    sums = digits.read_checksums(digits.FSDD_SHA256SUMS)
+    assert len(sums) == 3000
+    speakers = {name.split("_")[1] for name in sums}
+    assert speakers == {"george", "jackson", "lucas", "nicolas", "theo", "yweweler"}
+    shared = REPO.parent / "shared/data/fsdd/SHA256SUMS-v1.0.10"
+    if shared.is_file():
+        assert digits.FSDD_SHA256SUMS.read_bytes() == shared.read_bytes()
+    if SHARED_FSDD.is_dir():
+        # The shared copy is four of the six speakers; every one of its files matches the list.
+        present = {name: digest for name, digest in sums.items() if (SHARED_FSDD / name).is_file()}
+        assert len(present) == 2000
+        verify_files(SHARED_FSDD, present)
 
 
 @pytest.mark.skipif(not SHARED_FSDD.is_dir(), reason="shared FSDD recordings not available")

@@ -33,7 +33,15 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from asr_s2s.download import download, extract, is_extracted
+from asr_s2s.download import (
+    DownloadError,
+    extract,
+    fetch,
+    forget_extracted,
+    is_extracted,
+    read_checksums,
+    verify_files,
+)
 from asr_s2s.errors import AsrError, AudioError
 from asr_s2s.manifest import Utterance, write_manifest
 
@@ -41,11 +49,11 @@ log = logging.getLogger("recipes.digits.prepare")
 
 FSDD_VERSION = "1.0.10"
 FSDD_URL = f"https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v{FSDD_VERSION}.tar.gz"
-# SHA-256 of the archive at FSDD_URL. TO BE FILLED IN: no published, trustworthy value could be found
-# (FSDD publishes no checksums, and GitHub's generated archives are not guaranteed byte-stable).
-# Until it is set, downloading refuses to run unless --fsdd-sha256 is given: compute it once on a
-# trusted copy (`sha256sum v1.0.10.tar.gz`) and paste it here.
-FSDD_SHA256: str | None = None
+FSDD_ARCHIVE = f"fsdd-v{FSDD_VERSION}.tar.gz"
+# SHA-256 of every recording at FSDD's git tag (3,000 files), computed from the repository at that
+# tag. GitHub's generated archives are not byte-stable, so the extracted recordings are checked,
+# not the archive.
+FSDD_SHA256SUMS = Path(__file__).resolve().parent / f"SHA256SUMS-v{FSDD_VERSION}"
 
 SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test", "test_seen")
@@ -358,22 +366,41 @@ def _build_split(
     return utts, sources
 
 
-def fetch_fsdd(download_dir: str | Path, sha256: str | None = None) -> Path:
-    """Download and extract the pinned FSDD release; returns its ``recordings`` folder."""
-    checksum = sha256 or FSDD_SHA256
-    if checksum is None:
-        raise AsrError(
-            f"refusing to download {FSDD_URL} unverified: FSDD_SHA256 in {__file__} is not filled in. "
-            "Pass --fsdd-sha256 HEX (the archive's SHA-256 from a trusted copy), or download and "
-            "extract FSDD yourself and pass --fsdd-dir"
+def fetch_fsdd(download_dir: str | Path) -> Path:
+    """Download (or take from ``download_dir``) and extract the pinned FSDD release, verify every
+    recording against ``FSDD_SHA256SUMS``, and return its ``recordings`` folder.
+
+    An archive already at ``download_dir/FSDD_ARCHIVE`` (copied in by hand) is used instead of
+    downloading; an interrupted download resumes. Any missing, changed or unlisted recording stops
+    with :class:`DownloadError` naming the first one, and the extracted copy is removed.
+    """
+    download_dir = Path(download_dir)
+    checksums = read_checksums(FSDD_SHA256SUMS)
+    archive = download_dir / FSDD_ARCHIVE
+    top = download_dir / f"free-spoken-digit-dataset-{FSDD_VERSION}"
+    if not archive.is_file() and not is_extracted(archive, download_dir):
+        log.info("downloading %s", FSDD_URL)
+        fetch(FSDD_URL, download_dir, FSDD_ARCHIVE)
+    extract(archive, download_dir)
+    recordings = top / "recordings"
+    try:
+        if not recordings.is_dir():
+            raise DownloadError(f"{archive}: no recordings/ folder after extraction (expected {recordings})")
+        unlisted = sorted(
+            p.name for p in recordings.iterdir() if _FSDD_NAME.fullmatch(p.name) and p.name not in checksums
         )
-    archive_name = f"fsdd-v{FSDD_VERSION}.tar.gz"
-    if not is_extracted(archive_name, download_dir):
-        archive = download(FSDD_URL, download_dir, sha256=checksum, filename=archive_name)
-        extract(archive, download_dir)
-    recordings = Path(download_dir) / f"free-spoken-digit-dataset-{FSDD_VERSION}" / "recordings"
-    if not recordings.is_dir():
-        raise AsrError(f"{download_dir}: no recordings/ folder after extraction (expected {recordings})")
+        if unlisted:
+            raise DownloadError(f"{recordings / unlisted[0]}: not in {FSDD_SHA256SUMS.name}")
+        verify_files(recordings, checksums)
+    except DownloadError as err:
+        # Nothing unverified stays behind; a rerun extracts again (after the archive is replaced).
+        shutil.rmtree(top, ignore_errors=True)
+        forget_extracted(archive, download_dir)
+        raise DownloadError(
+            f"{err}; refusing to use {archive}, which is not FSDD v{FSDD_VERSION} as published "
+            "(delete it to download again)"
+        ) from None
+    log.info("verified %d FSDD recordings against %s", len(checksums), FSDD_SHA256SUMS.name)
     return recordings
 
 
@@ -399,8 +426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)"
     )
-    parser.add_argument("--download-dir", type=Path, help="where to download FSDD (default: OUT/download)")
-    parser.add_argument("--fsdd-sha256", help="SHA-256 of the FSDD archive, if FSDD_SHA256 is not filled in")
+    parser.add_argument(
+        "--download-dir",
+        type=Path,
+        help=f"where to download FSDD, or where {FSDD_ARCHIVE} was put by hand (default: OUT/download)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     # Resampling short clips gains nothing from threads: the cores are used by --jobs processes.
@@ -408,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         fsdd_dir = args.fsdd_dir
         if fsdd_dir is None:
-            fsdd_dir = fetch_fsdd(args.download_dir or args.out / "download", args.fsdd_sha256)
+            fsdd_dir = fetch_fsdd(args.download_dir or args.out / "download")
         test_speakers = [s for s in (args.test_speakers or "").split(",") if s]
         counts = {"train": args.num_train, "dev": args.num_dev, "test": args.num_test}
         if test_speakers:
