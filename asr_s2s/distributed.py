@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from asr_s2s.device import resolve_device
+from asr_s2s.errors import AsrError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -60,3 +64,23 @@ def gather_to_main(obj: Any, info: Process) -> list[Any] | None:
     gathered: list[Any] | None = [None] * info.world if info.main else None
     dist.gather_object(obj, gathered, dst=0)
     return gathered
+
+
+def from_main(compute: Callable[[], T], info: Process) -> T:
+    """``compute()`` run on rank 0 only, its result sent to every rank (all ranks must call it).
+
+    An :class:`AsrError` raised on rank 0 is raised on every rank, so none is left waiting.
+    """
+    if info.world == 1:
+        return compute()
+    message: list[Any] = [None]
+    if info.main:
+        try:
+            message = [("ok", compute())]
+        except AsrError as err:
+            message = [("error", err)]
+    dist.broadcast_object_list(message, src=0)
+    kind, value = message[0]
+    if kind == "error":
+        raise value
+    return value

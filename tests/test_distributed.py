@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asr_s2s.distributed import Process, any_rank, gather_to_main, init_distributed
+from asr_s2s.distributed import Process, any_rank, from_main, gather_to_main, init_distributed
+from asr_s2s.errors import TrainingError
 
 
 def test_single_process_without_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,3 +34,54 @@ def test_any_rank_is_the_flag_in_one_process() -> None:
 
 def test_gather_to_main_in_one_process() -> None:
     assert gather_to_main({"a": 1}, Process()) == [{"a": 1}]
+
+
+def test_from_main_in_one_process() -> None:
+    assert from_main(lambda: {"mean": 1.0}, Process()) == {"mean": 1.0}
+
+    def fail() -> None:
+        raise TrainingError("nothing readable")
+
+    with pytest.raises(TrainingError, match="nothing readable"):
+        from_main(fail, Process())
+
+
+FROM_MAIN_SCRIPT = """
+import sys
+import torch
+from asr_s2s.distributed import from_main, init_distributed
+from asr_s2s.errors import TrainingError
+
+info, device = init_distributed("cpu")
+calls = []
+def compute():
+    calls.append(info.rank)
+    return torch.full((3,), 7.0)
+got = from_main(compute, info)
+assert torch.equal(got, torch.full((3,), 7.0)) and calls == ([0] if info.main else [])
+def fail():
+    raise TrainingError("none readable")
+try:
+    from_main(fail, info)
+except TrainingError as err:
+    print(f"rank {info.rank}: {err}")
+torch.distributed.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_from_main_computes_once_and_shares_results_and_errors(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "from_main.py"
+    script.write_text(FROM_MAIN_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(proc.stdout.split("\n")[:-1]) == ["rank 0: none readable", "rank 1: none readable"]
