@@ -131,6 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser(
+        "import-kaldi",
+        help="write a manifest from a Kaldi data directory",
+        description="Read wav.scp, text and optional utt2spk and segments; write a JSONL manifest.",
+    )
+    p.add_argument("data_dir", type=Path, help="Kaldi data directory (wav.scp, text, ...)")
+    p.add_argument("--out", type=Path, required=True, help="manifest to write (JSONL)")
+    p.add_argument(
+        "--audio-root",
+        type=Path,
+        help="folder that relative wav.scp paths start from (default: the current directory, as Kaldi)",
+    )
+    _add_common(p)
+
+    p = sub.add_parser(
         "config",
         help="print the resolved configuration as YAML",
         description="Show the configuration that a config file and overrides resolve to.",
@@ -222,6 +236,15 @@ def _run(args: argparse.Namespace) -> int:
 
         for name, path in write_report(args.exp, args.eval, args.out, args.audio, args.reference).items():
             print(f"{name}: {path}")
+    elif args.command == "import-kaldi":
+        from asr_s2s.kaldi import import_kaldi
+
+        result = import_kaldi(args.data_dir, args.out, args.audio_root)
+        for problem in result.problems[:20]:
+            log.warning("skipped: %s", problem)
+        if len(result.problems) > 20:
+            log.warning("... and %d more problems", len(result.problems) - 20)
+        print(f"wrote {args.out}: {result.summary()}")
     elif args.command == "config":
         import yaml
 
