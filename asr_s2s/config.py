@@ -144,15 +144,60 @@ class AugmentConfig:
         return max(self.speed_prob, self.tempo_prob, self.vtlp_prob, self.noise_prob, self.reverb_prob) > 0
 
 
+HYPHEN_MODES = ("space", "join", "keep")
+PUNCTUATION_MODES = ("drop", "keep")
+
+
+@dataclass
+class TextConfig:
+    """Transcript normalization, applied alike to training targets, references and hypotheses
+    (see :func:`asr_s2s.text.normalize`). The defaults are the normalization of models that predate
+    this section, so their stored configs load unchanged."""
+
+    lowercase: bool = True
+    apostrophes: bool = True  # the variants ’ ‘ ʼ ` ´ become ' (and quote-like leading ones go)
+    hyphens: str = "space"  # well-known -> "well known" (space), "wellknown" (join) or kept
+    punctuation: str = "drop"  # other punctuation: dropped or kept
+
+
 @dataclass
 class DecodeConfig:
-    """Search settings."""
+    """Search settings. Beam search weighs the decoder by ``1 - ctc_weight``, the CTC head's prefix
+    scores by ``ctc_weight`` and a character LM (``--lm``) by ``lm_weight``, and adds
+    ``length_bonus`` per token (see :mod:`asr_s2s.decoding`)."""
 
     beam_size: int = 1
     length_penalty: float = 1.0
     max_len_ratio: float = 1.0
     max_len_offset: int = 10
     batch_size: int = 32
+    ctc_weight: float = 0.0
+    lm_weight: float = 0.0
+    length_bonus: float = 0.0
+
+
+@dataclass
+class LMConfig:
+    """The character LM of ``asr-s2s train-lm`` (:mod:`asr_s2s.lm`): network and training."""
+
+    embedding_dim: int = 64
+    hidden: int = 256
+    layers: int = 1
+    dropout: float = 0.1
+    seed: int = 0
+    epochs: int = 3
+    max_steps: int = 0
+    batch_chars: int = 8000
+    max_line_chars: int = 400
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    amp: bool = True
+    log_every: int = 50
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    dev_max_lines: int = 2000
 
 
 @dataclass
@@ -163,6 +208,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -350,6 +397,31 @@ def validate(config: Config) -> None:
         ),
         (config.decode.beam_size >= 1, "decode.beam_size must be >= 1"),
         (config.decode.batch_size >= 1, "decode.batch_size must be >= 1"),
+        (0.0 <= config.decode.ctc_weight <= 1.0, "decode.ctc_weight must be in [0, 1]"),
+        (
+            min(config.lm.embedding_dim, config.lm.hidden, config.lm.layers, config.lm.batch_chars) >= 1,
+            "lm.embedding_dim, lm.hidden, lm.layers and lm.batch_chars must be >= 1",
+        ),
+        (
+            config.lm.lr > 0 and config.lm.grad_clip > 0 and 0.0 <= config.lm.dropout < 1.0,
+            "lm.lr and lm.grad_clip must be positive and lm.dropout in [0, 1)",
+        ),
+        (
+            config.lm.epochs >= 1 and config.lm.max_steps >= 0 and config.lm.max_line_chars >= 1,
+            "lm.epochs and lm.max_line_chars must be >= 1 and lm.max_steps >= 0",
+        ),
+        (
+            min(config.lm.log_every, config.lm.eval_every, config.lm.checkpoint_every) >= 1,
+            "lm.log_every, lm.eval_every and lm.checkpoint_every must be >= 1",
+        ),
+        (
+            config.text.hyphens in HYPHEN_MODES,
+            f"text.hyphens={config.text.hyphens!r}: expected one of {', '.join(HYPHEN_MODES)}",
+        ),
+        (
+            config.text.punctuation in PUNCTUATION_MODES,
+            f"text.punctuation={config.text.punctuation!r}: expected one of {', '.join(PUNCTUATION_MODES)}",
+        ),
     ]
     checks += _augment_checks(config.augment, f.sample_rate)
     for ok, message in checks:
