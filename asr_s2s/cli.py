@@ -217,7 +217,7 @@ def _run(args: argparse.Namespace) -> int:
         config = ServeConfig(
             host=args.host,
             port=args.port,
-            api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
+            api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None,
             max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms,
             max_queue=args.max_queue,
