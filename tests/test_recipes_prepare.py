@@ -207,6 +207,67 @@ def test_cli_builds_and_prints_summary(
     assert all(len(u.text.split()) == 2 for u in read_manifest(tmp_path / "train.jsonl"))
 
 
+@pytest.mark.parametrize("factor", [0.85, 1.1])
+def test_change_speed_scales_duration_and_pitch(factor: float) -> None:
+    t = np.arange(16000) / 16000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    fast = digits.change_speed(tone, factor)
+    assert len(fast) == pytest.approx(16000 / factor, abs=2)
+    spectrum = np.abs(np.fft.rfft(fast * np.hanning(len(fast))))
+    peak_hz = np.argmax(spectrum) * 16000 / len(fast)
+    assert peak_hz == pytest.approx(440 * factor, abs=2)
+
+
+def test_train_speed_changes_train_only(fake_fsdd: Path, tmp_path: Path, corpora: dict) -> None:
+    plain_out, plain = corpora["a"]
+    out = tmp_path / "speed"
+    fast = digits.build_corpus(fake_fsdd, out, SMALL, max_digits=4, train_speed=(0.8, 1.2))
+    assert _tree(out / "LibriSpeech" / "dev") == _tree(plain_out / "LibriSpeech" / "dev")
+    assert _tree(out / "LibriSpeech" / "test") == _tree(plain_out / "LibriSpeech" / "test")
+    # Same recordings and transcripts, other durations.
+    assert fast.sources["train"] == plain.sources["train"]
+    before = {u.id: u.duration for u in read_manifest(plain_out / "train.jsonl")}
+    after = {u.id: u.duration for u in read_manifest(out / "train.jsonl")}
+    assert before.keys() == after.keys() and before != after
+    with pytest.raises(AsrError, match="training speed range"):
+        digits.build_corpus(fake_fsdd, out, SMALL, train_speed=(1.2, 0.8))
+
+
+def test_extra_kaldi_digit_utterances_join_train_only(fake_fsdd: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "so"
+    data = corpus / "train"
+    data.mkdir(parents=True)
+    texts = {"u1": "ZERO THREE", "u2": "WE CALL IT BEAR", "u3": "NINE"}
+    for utt in texts:
+        _flac(corpus / "WAVE" / f"{utt}.flac", 0.4)
+    (data / "wav.scp").write_text("".join(f"{u}\tWAVE/{u}.flac\n" for u in texts))
+    (data / "text").write_text("".join(f"{u}\t{t}\n" for u, t in texts.items()))
+    (data / "utt2spk").write_text("u1 0001\nu2 0002\nu3 0003\n")
+    extra = digits.digit_utterances(data)
+    expected = [("u1", "zero three", "0001"), ("u3", "nine", "0003")]
+    assert [(u.id, u.text, u.speaker) for u in extra] == expected
+    counts = {"train": 5, "dev": 2, "test": 2}
+    summary = digits.build_corpus(fake_fsdd, tmp_path / "out", counts, extra_train=extra, extra_copies=3)
+    train = read_manifest(tmp_path / "out" / "train.jsonl")
+    added = [u for u in train if u.speaker.startswith(digits.EXTRA_SPEAKER_PREFIX)]
+    assert len(train) == 5 + 6 and summary.utterances["train"] == 11
+    assert sorted(u.id for u in added) == [f"x0001-0-000{n}" for n in range(3)] + [
+        f"x0003-0-000{n}" for n in range(3)
+    ]
+    assert {u.text for u in added if u.speaker == "x0001"} == {"zero three"}
+    copies = [sf.read(u.audio_filepath)[0] for u in added if u.speaker == "x0001"]
+    # Each copy: the 0.4 s recording between its own edge silences, with its own noise.
+    assert all(len(c) > 0.4 * 16000 + 0.2 * 16000 for c in copies)
+    assert not np.array_equal(copies[0][:3000], copies[1][:3000])
+    for split in ("dev", "test"):
+        assert not any(u.speaker.startswith("x") for u in read_manifest(tmp_path / "out" / f"{split}.jsonl"))
+    report = libri.scan_subset(tmp_path / "out" / "LibriSpeech", "train")
+    assert sorted(u.id for u in report.utterances) == sorted(u.id for u in train)
+    with pytest.raises(AsrError, match="no utterance whose transcript is only digit words"):
+        (data / "text").write_text("u2 WE CALL IT BEAR\n")
+        digits.digit_utterances(data)
+
+
 @pytest.fixture
 def fsdd_release(fake_fsdd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """A generated FSDD release archive laid out like GitHub's, its checksum list (installed as the

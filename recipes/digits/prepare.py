@@ -11,6 +11,9 @@ every recording of those speakers goes to ``test`` (the unseen-speaker test) and
 dev, and the other speakers' recordings 0-4 form ``test_seen`` (the seen-speaker test). The
 output is a pure function of the input files, the options and the seed.
 
+``--extra-kaldi DIR`` adds the digit-only utterances of a Kaldi data directory (speechocean762's
+77 digit strings, 26 speakers) to ``train`` only, ``--extra-copies N`` times each.
+
     python recipes/digits/prepare.py --fsdd-dir DIR --out OUTDIR [--seed 0] [--test-speakers NAME]
 """
 
@@ -96,6 +99,8 @@ class CorpusSummary:
 DEFAULT_COUNTS = {"train": 24000, "dev": 500, "test": 500}
 # The seen-speaker test set that --test-speakers adds next to the unseen-speaker ``test``.
 DEFAULT_TEST_SEEN = 500
+# Speaker names of --extra-kaldi utterances start with this, so they never collide with FSDD's.
+EXTRA_SPEAKER_PREFIX = "x"
 
 
 def split_of_index(index: int) -> str:
@@ -149,16 +154,25 @@ def scan_fsdd(
 
 
 class _SourceCache:
-    """Decodes and resamples each source recording once, on first use."""
+    """Decodes and resamples each source recording once, on first use (and once per speed factor)."""
 
     def __init__(self) -> None:
-        self._audio: dict[Path, np.ndarray] = {}
+        self._audio: dict[tuple[Path, float], np.ndarray] = {}
 
-    def get(self, path: Path) -> np.ndarray:
-        audio = self._audio.get(path)
+    def get(self, path: Path, speed: float = 1.0) -> np.ndarray:
+        audio = self._audio.get((path, speed))
         if audio is None:
-            audio = self._audio[path] = load_resampled(path)
+            audio = load_resampled(path) if speed == 1.0 else change_speed(self.get(path), speed)
+            self._audio[(path, speed)] = audio
         return audio
+
+
+def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
+    """``audio`` (16 kHz) played ``factor`` times faster: tempo, pitch and formants all scale, as
+    in Kaldi's speed perturbation. Resampling from ``16000 * factor`` Hz to 16 kHz (torchaudio)."""
+    orig = int(round(SAMPLE_RATE * factor))
+    out = AF.resample(torch.from_numpy(audio), orig, SAMPLE_RATE)
+    return np.ascontiguousarray(out.numpy(), dtype=np.float32)
 
 
 def load_resampled(path: Path) -> np.ndarray:
@@ -204,12 +218,19 @@ def build_corpus(
     seed: int = 0,
     jobs: int = 1,
     test_speakers: Sequence[str] = (),
+    extra_train: Sequence[Utterance] = (),
+    extra_copies: int = 1,
+    train_speed: tuple[float, float] | None = None,
 ) -> CorpusSummary:
     """Write the corpus (audio, transcripts, manifests) under ``out_dir``.
 
     ``num_utts`` maps split names to utterance counts (default ``DEFAULT_COUNTS``, plus
     ``test_seen: DEFAULT_TEST_SEEN`` with ``test_speakers``); ``test_speakers`` makes ``test`` the
-    unseen-speaker test (see :func:`scan_fsdd`). Each utterance has
+    unseen-speaker test (see :func:`scan_fsdd`). ``extra_train`` (see :func:`digit_utterances`)
+    joins the training split ``extra_copies`` times (each copy with its own edge silence and noise),
+    after the ``train`` count. ``train_speed = (low, high)`` plays each source recording of a
+    training utterance at its own random speed in that range (:func:`change_speed`; dev and test
+    stay unchanged). Each utterance has
     its own random generator seeded by ``(seed, split, number)``, so a split's content does not
     depend on the sizes of the others, and the result is identical for identical inputs, whatever the
     number of worker processes ``jobs``.
@@ -229,6 +250,10 @@ def build_corpus(
         raise AsrError(f"utterance counts must not be negative: {counts}")
     if jobs < 1:
         raise AsrError(f"need at least one job, got {jobs}")
+    if train_speed is not None and not 0.5 <= train_speed[0] <= train_speed[1] <= 2.0:
+        raise AsrError(f"need 0.5 <= low <= high <= 2.0 for the training speed range, got {train_speed}")
+    if extra_copies < 1:
+        raise AsrError(f"need at least one copy of the extra utterances, got {extra_copies}")
 
     by_split, skipped = scan_fsdd(fsdd_dir, tuple(test_speakers))
     for split, n in counts.items():
@@ -252,8 +277,11 @@ def build_corpus(
         if n == 0:
             continue
         utts, sources = _build_split(
-            split, split_idx, n, by_split[split], out_dir, min_digits, max_digits, seed, jobs
+            split, split_idx, n, by_split[split], out_dir, min_digits, max_digits, seed, jobs,
+            train_speed if split == "train" else None,
         )
+        if split == "train" and extra_train:
+            utts = sorted(utts + _add_extra(extra_train, extra_copies, out_dir, seed), key=lambda u: u.id)
         manifest = out_dir / f"{split}.jsonl"
         write_manifest(manifest, utts, relative=True)
         summary.utterances[split] = len(utts)
@@ -273,14 +301,20 @@ class _SplitPlan:
     by_speaker: dict[str, list[Recording]]
     min_digits: int
     max_digits: int
+    speed: tuple[float, float] | None = None
 
-    def draw(self, number: int) -> tuple[np.random.Generator, str, list[Recording]]:
-        """Utterance ``number``'s speaker and recordings, and its generator for the audio that follows."""
+    def draw(self, number: int) -> tuple[np.random.Generator, str, list[Recording], list[float]]:
+        """Utterance ``number``'s speaker, recordings and their speed factors, and its generator for
+        the audio that follows. Factors are drawn (in steps of 0.01) only with ``speed``."""
         rng = np.random.default_rng([self.seed, self.split_idx, number])
         speaker = self.speakers[rng.integers(len(self.speakers))]
         pool = self.by_speaker[speaker]
         n_digits = int(rng.integers(self.min_digits, self.max_digits + 1))
-        return rng, speaker, [pool[j] for j in rng.integers(len(pool), size=n_digits)]
+        chosen = [pool[j] for j in rng.integers(len(pool), size=n_digits)]
+        if self.speed is None:
+            return rng, speaker, chosen, [1.0] * n_digits
+        factors = np.round(rng.uniform(*self.speed, size=n_digits), 2)
+        return rng, speaker, chosen, [float(f) for f in factors]
 
 
 # The split being rendered and its decoded recordings: set in each worker process (and in this one
@@ -298,8 +332,8 @@ def _render(job: tuple[int, Path]) -> int:
     number, path = job
     assert _worker is not None
     plan, cache = _worker
-    rng, _, chosen = plan.draw(number)
-    samples = synthesize([cache.get(rec.path) for rec in chosen], rng)
+    rng, _, chosen, speeds = plan.draw(number)
+    samples = synthesize([cache.get(rec.path, speed) for rec, speed in zip(chosen, speeds)], rng)
     sf.write(path, samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     return len(samples)
 
@@ -314,6 +348,7 @@ def _build_split(
     max_digits: int,
     seed: int,
     jobs: int,
+    speed: tuple[float, float] | None,
 ) -> tuple[list[Utterance], dict[str, tuple[Recording, ...]]]:
     split_dir = out_dir / "LibriSpeech" / split
     if split_dir.exists():
@@ -323,14 +358,16 @@ def _build_split(
     by_speaker: dict[str, list[Recording]] = defaultdict(list)
     for rec in recordings:
         by_speaker[rec.speaker].append(rec)
-    plan = _SplitPlan(split_idx, seed, tuple(sorted(by_speaker)), dict(by_speaker), min_digits, max_digits)
+    plan = _SplitPlan(
+        split_idx, seed, tuple(sorted(by_speaker)), dict(by_speaker), min_digits, max_digits, speed
+    )
     chapter = CHAPTERS[split]
     next_number: Counter[str] = Counter()
     transcripts: dict[str, list[str]] = defaultdict(list)
     pending: list[tuple[str, str, list[Recording], Path]] = []
     for i in range(num):
         # Ids number each speaker's utterances in order, so they are assigned here, not in the workers.
-        _, speaker, chosen = plan.draw(i)
+        _, speaker, chosen, _ = plan.draw(i)
         utt_id = f"{speaker}-{chapter}-{next_number[speaker]:04d}"
         next_number[speaker] += 1
         chapter_dir = split_dir / speaker / str(chapter)
@@ -364,6 +401,59 @@ def _build_split(
         trans.write_text("".join(lines), encoding="utf-8")
     utts.sort(key=lambda u: u.id)
     return utts, sources
+
+
+def digit_utterances(kaldi_dir: str | Path) -> list[Utterance]:
+    """The utterances of a Kaldi data directory whose transcript is only digit words (``ZERO`` to
+    ``NINE``), with lowercase text; audio paths in ``wav.scp`` resolve against the folder above
+    ``kaldi_dir`` (a corpus root holding ``train/`` next to ``WAVE/``, as speechocean762)."""
+    from asr_s2s.kaldi import read_kaldi_dir
+
+    kaldi_dir = Path(kaldi_dir)
+    found = read_kaldi_dir(kaldi_dir, audio_root=kaldi_dir.resolve().parent)
+    utts = []
+    for utt in found.utterances:
+        words = utt.text.lower().split()
+        if words and all(w in DIGIT_WORDS for w in words):
+            utts.append(
+                Utterance(utt.id, utt.audio_filepath, utt.duration, " ".join(words), utt.offset, utt.speaker)
+            )
+    if not utts:
+        raise AsrError(f"{kaldi_dir}: no utterance whose transcript is only digit words ({found.summary()})")
+    return utts
+
+
+def _add_extra(extra: Sequence[Utterance], copies: int, out_dir: Path, seed: int) -> list[Utterance]:
+    """Render ``copies`` versions of each extra utterance into the train split's folder.
+
+    Each copy gets its own edge silence and noise (:func:`synthesize`, one generator per copy and
+    utterance), under speaker ``EXTRA_SPEAKER_PREFIX + speaker`` in the train chapter.
+    """
+    chapter = CHAPTERS["train"]
+    split_dir = out_dir / "LibriSpeech" / "train"
+    next_number: Counter[str] = Counter()
+    transcripts: dict[str, list[str]] = defaultdict(list)
+    utts: list[Utterance] = []
+    for k, src in enumerate(extra):
+        mono = load_resampled(src.audio_filepath)
+        if src.offset:
+            start = int(round(src.offset * SAMPLE_RATE))
+            mono = mono[start : start + int(round(src.duration * SAMPLE_RATE))]
+        speaker = EXTRA_SPEAKER_PREFIX + (src.speaker or src.id)
+        folder = split_dir / speaker / str(chapter)
+        folder.mkdir(parents=True, exist_ok=True)
+        for copy in range(copies):
+            rng = np.random.default_rng([seed, len(SPLITS), k, copy])
+            samples = synthesize([mono], rng)
+            utt_id = f"{speaker}-{chapter}-{next_number[speaker]:04d}"
+            next_number[speaker] += 1
+            path = folder / f"{utt_id}.flac"
+            sf.write(path, samples, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+            transcripts[speaker].append(f"{utt_id} {src.text.upper()}\n")
+            utts.append(Utterance(utt_id, path, len(samples) / SAMPLE_RATE, src.text, speaker=speaker))
+    for speaker, lines in transcripts.items():
+        (split_dir / speaker / str(chapter) / f"{speaker}-{chapter}.trans.txt").write_text("".join(lines))
+    return utts
 
 
 def fetch_fsdd(download_dir: str | Path) -> Path:
@@ -404,6 +494,14 @@ def fetch_fsdd(download_dir: str | Path) -> Path:
     return recordings
 
 
+def _speed_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise AsrError(f"--train-speed: expected LOW,HIGH (e.g. 0.85,1.15), got {text!r}") from None
+    return low, high
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -425,6 +523,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-digits", type=int, default=7)
     parser.add_argument(
         "--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)"
+    )
+    parser.add_argument(
+        "--extra-kaldi",
+        type=Path,
+        help="Kaldi data dir whose digit-only utterances join train (../shared/data/speechocean762/train)",
+    )
+    parser.add_argument("--extra-copies", type=int, default=1, help="copies of each --extra-kaldi utterance")
+    parser.add_argument(
+        "--train-speed",
+        help="LOW,HIGH: play each training recording at a random speed in this range (e.g. 0.85,1.15)",
     )
     parser.add_argument(
         "--download-dir",
@@ -452,6 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             jobs=args.jobs,
             test_speakers=test_speakers,
+            extra_train=digit_utterances(args.extra_kaldi) if args.extra_kaldi else (),
+            extra_copies=args.extra_copies,
+            train_speed=_speed_range(args.train_speed) if args.train_speed else None,
         )
     except AsrError as err:
         print(f"error: {err}", file=sys.stderr)
