@@ -166,6 +166,23 @@ def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
     return {k: (v / len(paths)).to(first[k].dtype) for k, v in total.items()}
 
 
+def average_models(paths: list[Path], output: str | Path) -> None:
+    """Write a model bundle whose weights are the mean of those of ``paths`` (epochs of one run).
+
+    The files must share the vocabulary and the model configuration; the first one's configs are
+    stored. Refused with a :class:`CheckpointError` naming the file that differs.
+    """
+    if not paths:
+        raise CheckpointError(output, "no models to average")
+    first = load_bundle(paths[0])
+    for path in paths[1:]:
+        other = bundle_from_payload(load_file(path), path)
+        if other.vocab.tokens != first.vocab.tokens or other.config.model != first.config.model:
+            raise CheckpointError(path, f"another model than {paths[0]} (vocabulary or model config differ)")
+    first.model.load_state_dict(average_state_dicts(list(paths)))
+    save_model(output, first.model, first.config, first.vocab)
+
+
 def export_model(checkpoint: str | Path, output: str | Path) -> None:
     """Write the model bundle of a training checkpoint (weights, configs, vocabulary; no optimizer)."""
     bundle = load_bundle(checkpoint)

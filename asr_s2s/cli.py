@@ -119,6 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser(
+        "average",
+        help="average the weights of several model files into one",
+        description="Write a model bundle whose weights are the mean of the given epochs' (one run).",
+    )
+    p.add_argument("output", type=Path, help="model file to write")
+    p.add_argument("models", nargs="+", type=Path, help="model bundles or checkpoints of one run")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "stats",
+        help="feature normalization statistics of a manifest (train.stats_file)",
+        description="Per-bin log-mel mean and std over a random sample of a manifest's utterances.",
+    )
+    p.add_argument("--config", type=Path, help="YAML config (features.*, train.stats_utterances, train.seed)")
+    p.add_argument("--manifest", type=Path, required=True, help="training manifest (JSONL)")
+    p.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes decoding the audio")
+    _add_set(p)
+    _add_common(p)
+
+    p = sub.add_parser(
         "report",
         help="plots of an experiment: curves, WER by length, an example",
         description="Plot training curves, WER by utterance length and one example with its transcript.",
@@ -231,6 +252,23 @@ def _run(args: argparse.Namespace) -> int:
 
         export_model(args.checkpoint, args.output)
         print(f"wrote {args.output}")
+    elif args.command == "average":
+        from asr_s2s.checkpoint import average_models
+
+        average_models(args.models, args.output)
+        print(f"wrote {args.output} (mean of {len(args.models)} models)")
+    elif args.command == "stats":
+        from asr_s2s.config import load_config
+        from asr_s2s.data import manifest_stats
+        from asr_s2s.features import write_stats
+
+        config = load_config(args.config, args.overrides)
+        t = config.train
+        mean, std, count = manifest_stats(
+            args.manifest, config.features, t.stats_utterances, t.seed, args.workers
+        )
+        write_stats(args.out, mean, std, utterances=count, manifest=str(args.manifest))
+        print(f"wrote {args.out} (statistics of {count} utterances of {args.manifest})")
     elif args.command == "report":
         from asr_s2s.report import write_report
 

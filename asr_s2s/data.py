@@ -21,6 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from asr_s2s.audio import load_audio
+from asr_s2s.augment import Augmenter
+from asr_s2s.config import FeatureConfig
 from asr_s2s.errors import AsrError, AudioError, ManifestError, TrainingError
 from asr_s2s.features import LogMel, RunningStats
 from asr_s2s.manifest import Utterance, iter_manifest_offsets, parse_line
@@ -190,7 +192,9 @@ class Batch:
 class AsrDataset(Dataset[Example]):
     """Utterances -> features and character ids; unreadable audio yields an :class:`Example` with ``error``.
 
-    With :meth:`precompute` the features are decoded once and kept in memory as float16.
+    With :meth:`precompute` the features are decoded once and kept in memory as float16. With
+    :meth:`set_augment` (training only, uncached) each waveform is perturbed before its features,
+    drawn from the epoch of :meth:`set_epoch` and the utterance's index.
     """
 
     def __init__(self, utterances: Sequence[Utterance], vocab: Vocabulary, extractor: LogMel) -> None:
@@ -199,6 +203,20 @@ class AsrDataset(Dataset[Example]):
         self.extractor = extractor
         self._cache: list[torch.Tensor | None] | None = None
         self._cache_errors: dict[int, str] = {}
+        self.augment: Augmenter | None = None
+        self.epoch = 0
+
+    def set_augment(self, augment: Augmenter | None) -> None:
+        """Augment the waveforms (asr_s2s.augment). New draws every epoch need uncached features; attach
+        it after the normalization statistics, which should describe the clean features."""
+        if augment is not None and self._cache is not None:
+            raise ValueError("waveform augmentation needs uncached features")
+        self.augment = augment
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch that the augmentation draws from. Call it before each epoch's DataLoader iterator
+        is created: worker processes receive their copy of the dataset then."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -222,6 +240,8 @@ class AsrDataset(Dataset[Example]):
                 f"only {seconds:.2f} s of audio{where}, but the manifest says {utt.duration:g} s "
                 "(truncated, or the wrong file?)",
             )
+        if self.augment is not None:
+            return self.augment(wave, self.epoch, index)
         return self.extractor(wave)
 
     def __getitem__(self, index: int) -> Example:
@@ -246,6 +266,8 @@ class AsrDataset(Dataset[Example]):
         """
         from tqdm import tqdm
 
+        if self.augment is not None:
+            raise ValueError("an augmented dataset cannot cache its features")
         cache: list[torch.Tensor | None] = [None] * len(self)
         loader = DataLoader(
             _Uncached(self),
@@ -352,6 +374,17 @@ def normalization_stats(
     if total.count == 0:
         raise TrainingError(f"none of the {len(indices)} sampled training utterances could be read")
     return total.result()
+
+
+def manifest_stats(
+    manifest: str | Path, features: FeatureConfig, max_utterances: int, seed: int, num_workers: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """:func:`normalization_stats` of a manifest's utterances (``asr-s2s stats``); also returns the
+    number of utterances sampled. Malformed manifest lines are skipped, as training skips them."""
+    utterances = LazyManifest(manifest, on_error=lambda err: log.warning("skipping manifest line: %s", err))
+    dataset = AsrDataset(utterances, Vocabulary.build([]), LogMel(features))
+    mean, std = normalization_stats(dataset, max_utterances, seed, num_workers)
+    return mean, std, len(sample_indices(len(dataset), max_utterances, seed))
 
 
 def pad_features(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

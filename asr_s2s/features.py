@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import torch
 import torchaudio
 
 from asr_s2s.config import FeatureConfig
+from asr_s2s.errors import ConfigError
+from asr_s2s.fileio import atomic_write
 
 
 class LogMel(torch.nn.Module):
@@ -33,8 +39,12 @@ class LogMel(torch.nn.Module):
         )
 
     @torch.no_grad()
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        mel = self.mel(wave.float())
+    def forward(self, wave: torch.Tensor, filterbank: torch.Tensor | None = None) -> torch.Tensor:
+        """``filterbank`` ``(n_fft // 2 + 1, n_mels)`` replaces the mel filterbank (VTLP, asr_s2s.augment)."""
+        if filterbank is None:
+            mel = self.mel(wave.float())
+        else:
+            mel = (self.mel.spectrogram(wave.float()).transpose(-1, -2) @ filterbank).transpose(-1, -2)
         return torch.log(mel.clamp_min(self.cfg.log_floor)).transpose(-1, -2).contiguous()
 
     def num_frames(self, num_samples: int) -> int:
@@ -79,11 +89,37 @@ def compute_stats(features: Iterable[torch.Tensor], n_mels: int) -> tuple[torch.
     return stats.result()
 
 
+def write_stats(path: str | Path, mean: torch.Tensor, std: torch.Tensor, **info: Any) -> None:
+    """Save normalization statistics ``(n_mels,)`` as JSON (with ``info``: where they came from)."""
+    record = {"n_mels": len(mean), "mean": mean.tolist(), "std": std.tolist(), **info}
+    with atomic_write(Path(path)) as handle:
+        handle.write(json.dumps(record, indent=1) + "\n")
+
+
+def read_stats(path: str | Path, n_mels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(mean, std)`` written by :func:`write_stats`; a :class:`ConfigError` (one line) when the
+    file is missing, malformed, or for another number of mel bins."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        mean = torch.tensor(record["mean"], dtype=torch.float32)
+        std = torch.tensor(record["std"], dtype=torch.float32)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read feature statistics ({err.strerror or err})") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{path}: not a feature statistics file ({type(err).__name__}: {err})") from None
+    if mean.shape != (n_mels,) or std.shape != (n_mels,):
+        raise ConfigError(f"{path}: statistics for {len(mean)} mel bins, but features.n_mels is {n_mels}")
+    if not all(math.isfinite(x) for x in mean.tolist() + std.tolist()) or float(std.min()) <= 0:
+        raise ConfigError(f"{path}: statistics hold non-finite values or a non-positive std")
+    return mean, std
+
+
 class SpecAugment(torch.nn.Module):
     """Frequency and time masking of ``(batch, time, n_mels)`` log-mels, per utterance.
 
     Masks never reach into an utterance's padding; masked cells take the utterance's mean so that
-    they look like average speech after normalization.
+    they look like average speech after normalization. ``scale`` multiplies the mask widths (the
+    schedule of asr_s2s.augment.spec_augment_scale); at 1 the masks are torchaudio's transforms'.
     """
 
     def __init__(self, cfg: FeatureConfig) -> None:
@@ -93,14 +129,18 @@ class SpecAugment(torch.nn.Module):
         self.time = torchaudio.transforms.TimeMasking(cfg.time_mask_width, p=0.2)
 
     @torch.no_grad()
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         out = feats.clone()
+        freq_width = round(self.freq.mask_param * scale)
+        time_width = round(self.time.mask_param * scale)
+        if freq_width == 0 and time_width == 0:
+            return out
         for i, length in enumerate(lengths.tolist()):
             spec = out[i, :length].transpose(0, 1).unsqueeze(0)  # (1, n_mels, time)
             fill = float(spec.mean())
             for _ in range(self.cfg.freq_masks):
-                spec = self.freq(spec, fill)
+                spec = torchaudio.functional.mask_along_axis(spec, freq_width, fill, 1)
             for _ in range(self.cfg.time_masks):
-                spec = self.time(spec, fill)
+                spec = torchaudio.functional.mask_along_axis(spec, time_width, fill, 2, p=self.time.p)
             out[i, :length] = spec.squeeze(0).transpose(0, 1)
         return out

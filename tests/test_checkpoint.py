@@ -283,3 +283,27 @@ def test_average_state_dicts_equals_manual_mean(tmp_path: Path) -> None:
     assert average_state_dicts(paths[:1]).keys() == averaged.keys()
     for key, value in average_state_dicts(paths[:1]).items():
         assert torch.equal(value, states[0][key])
+
+
+def test_average_models_cli_writes_the_mean_and_refuses_another_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asr_s2s.checkpoint import load_bundle
+    from asr_s2s.cli import main
+
+    paths = []
+    for seed in range(2):
+        model, config, vocab = _bundle(seed=seed)
+        paths.append(tmp_path / f"epoch-{seed}.pt")
+        save_model(paths[-1], model, config, vocab)
+    assert main(["average", str(tmp_path / "avg.pt"), *map(str, paths)]) == 0
+    averaged = load_bundle(tmp_path / "avg.pt").model.state_dict()
+    for key, value in average_state_dicts(paths).items():
+        assert torch.equal(averaged[key], value)
+    model, config, _ = _bundle(seed=3)
+    save_model(tmp_path / "other.pt", model, config, Vocabulary.build(["other letters"]))
+    assert main(["average", str(tmp_path / "bad.pt"), str(paths[0]), str(tmp_path / "other.pt")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"asr-s2s: error: {tmp_path / 'other.pt'}: another model than {paths[0]} " \
+        "(vocabulary or model config differ)\n"
+    assert not (tmp_path / "bad.pt").exists()

@@ -242,3 +242,20 @@ def test_validate_accepts_defaults_and_direct_call() -> None:
 def test_window_and_hop_follow_sample_rate() -> None:
     cfg = FeatureConfig(sample_rate=8000, win_ms=25.0, hop_ms=10.0)
     assert (cfg.win_length, cfg.hop_length) == (200, 80)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", "true"), ("false", "false"), ("auto", "auto"), ("on", "true")]
+)
+def test_cache_features_takes_auto_and_booleans(value: str, expected: str, tmp_path: Path) -> None:
+    assert load_config(None, [f"train.cache_features={value}"]).train.cache_features == expected
+    path = tmp_path / "c.yaml"
+    path.write_text(f"train:\n  cache_features: {value}\n")
+    assert load_config(path).train.cache_features == expected
+
+
+def test_cache_features_rejects_other_values() -> None:
+    with pytest.raises(ConfigError, match="train.cache_features='sometimes': expected auto, true or false"):
+        load_config(None, ["train.cache_features=sometimes"])
+    with pytest.raises(ConfigError, match="train.stats_utterances must be >= 0"):
+        load_config(None, ["train.stats_utterances=-1"])

@@ -179,3 +179,61 @@ def test_spec_augment_is_reproducible_from_the_torch_seed() -> None:
     torch.manual_seed(7)
     b = augment(feats, lengths)
     assert torch.equal(a, b)
+
+
+def test_running_stats_merge_equals_one_pass() -> None:
+    rng = np.random.default_rng(0)
+    parts = [torch.from_numpy(rng.standard_normal((n, 4)).astype(np.float32)) for n in (3, 10, 1)]
+    whole = RunningStats(4)
+    for p in parts:
+        whole.update(p)
+    merged = RunningStats(4)
+    for p in parts:
+        one = RunningStats(4)
+        one.update(p)
+        merged.merge(one)
+    assert merged.count == whole.count == 14
+    for a, b in zip(merged.result(), whole.result()):
+        torch.testing.assert_close(a, b)
+
+
+def test_stats_file_round_trip_and_errors(tmp_path: Path) -> None:
+    from asr_s2s.errors import ConfigError
+    from asr_s2s.features import read_stats, write_stats
+
+    mean, std = torch.linspace(-3, 3, 5), torch.linspace(0.5, 2, 5)
+    write_stats(tmp_path / "s.json", mean, std, utterances=7)
+    got_mean, got_std = read_stats(tmp_path / "s.json", 5)
+    assert torch.equal(got_mean, mean) and torch.equal(got_std, std)
+    with pytest.raises(ConfigError, match="statistics for 5 mel bins, but features.n_mels is 80"):
+        read_stats(tmp_path / "s.json", 80)
+    with pytest.raises(ConfigError, match="cannot read feature statistics"):
+        read_stats(tmp_path / "missing.json", 5)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="not a feature statistics file"):
+        read_stats(tmp_path / "bad.json", 5)
+    write_stats(tmp_path / "zero.json", mean, torch.zeros(5))
+    with pytest.raises(ConfigError, match="non-positive std"):
+        read_stats(tmp_path / "zero.json", 5)
+
+
+def test_stats_cli_matches_the_sample(tiny_manifest, tmp_path: Path) -> None:
+    import json
+
+    from asr_s2s.cli import main
+    from asr_s2s.data import sample_indices
+    from asr_s2s.manifest import read_manifest
+
+    manifest = tiny_manifest([f"u{i}" for i in range(5)], seconds=[0.1 + 0.05 * i for i in range(5)])
+    out = tmp_path / "stats.json"
+    argv = ["stats", "--manifest", str(manifest), "--out", str(out), "--set", "features.n_mels=20"]
+    assert main([*argv, "--set", "train.stats_utterances=3", "--set", "train.seed=4"]) == 0
+    record = json.loads(out.read_text())
+    assert record["n_mels"] == 20 and record["utterances"] == 3
+    extractor = LogMel(FeatureConfig(n_mels=20))
+    utts = read_manifest(manifest)
+    frames = []
+    for i in sample_indices(5, 3, seed=4):
+        wave, _ = sf.read(utts[i].audio_filepath, dtype="float32")
+        frames.append(extractor(torch.from_numpy(wave)).double().numpy())
+    np.testing.assert_allclose(record["mean"], np.concatenate(frames).mean(0), rtol=1e-5, atol=1e-5)
