@@ -1,16 +1,18 @@
-"""Training loop: AdamW with warm-up, teacher forcing, dev WER each epoch, exact resume, DDP and AMP."""
+"""The training loop: teacher-forced updates (SpecAugment, AMP, OOM splitting, DDP), a dev pass each
+epoch, checkpoints, and clean stops on SIGINT/SIGTERM.
+
+The parts it drives live elsewhere: the data in :mod:`asr_s2s.train_data`, the model, optimizer and
+schedule in :mod:`asr_s2s.optim`, the checkpoint files in :mod:`asr_s2s.checkpointer`, the metrics
+files in :mod:`asr_s2s.metrics_logger`.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
-import shutil
 import signal
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,31 +20,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from asr_s2s.checkpoint import (
-    atomic_save,
-    average_state_dicts,
-    bundle_payload,
-    load_file,
-    rng_state,
-    save_model,
-    set_rng_state,
-)
+from asr_s2s.checkpointer import Checkpointer
 from asr_s2s.config import Config
-from asr_s2s.data import AsrDataset, Batch, BucketBatchSampler, collate, num_frames
+from asr_s2s.data import Batch, BucketBatchSampler, collate, num_frames
 from asr_s2s.decoding import greedy_search
-from asr_s2s.distributed import any_rank, gather_to_main, init_distributed
-from asr_s2s.errors import AsrError, CheckpointError, ManifestError, TrainingError
+from asr_s2s.distributed import any_rank, init_distributed
+from asr_s2s.errors import AsrError, TrainingError
 from asr_s2s.evaluate import score
-from asr_s2s.features import LogMel, RunningStats, SpecAugment
-from asr_s2s.fileio import atomic_write
+from asr_s2s.features import SpecAugment
 from asr_s2s.loss import cross_entropy, ctc_loss, teacher_forcing_io
-from asr_s2s.manifest import Utterance, read_manifest
-from asr_s2s.model import Seq2Seq
+from asr_s2s.metrics_logger import MetricsLogger
+from asr_s2s.optim import LrSchedule, build_model, build_optimizer, planned_steps, wrap_ddp
 from asr_s2s.text import Vocabulary
+from asr_s2s.train_data import BadUtterances, build_training_data, feature_stats
 
 log = logging.getLogger(__name__)
 
@@ -74,43 +66,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_lambda(cfg: Config, total_steps: int) -> Callable[[int], float]:
-    """Multiplier of the peak learning rate at a step: linear warm-up, then the chosen decay."""
-    t = cfg.train
-    warmup = max(1, t.warmup_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if t.schedule == "cosine":
-            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-            return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        if t.schedule == "noam":
-            return math.sqrt(warmup / (step + 1))
-        return 1.0
-
-    return factor
-
-
-def read_training_manifest(path: str | Path, strict: bool) -> tuple[list[Utterance], int]:
-    """Utterances of a manifest; malformed lines are fatal with ``strict``, else warned and counted."""
-    bad: list[ManifestError] = []
-
-    def on_error(err: ManifestError) -> None:
-        if strict:
-            raise err
-        bad.append(err)
-        if len(bad) <= 10:
-            log.warning("skipping manifest line: %s", err)
-
-    utts = read_manifest(path, on_error=on_error)
-    if len(bad) > 10:
-        log.warning("skipped %d malformed lines in %s in all", len(bad), path)
-    return utts, len(bad)
-
-
 class Trainer:
-    """Holds the model, optimizer, data and progress of one experiment directory."""
+    """Trains the model of one experiment directory: builds the parts, then runs the loop (:meth:`fit`)."""
 
     def __init__(
         self,
@@ -127,80 +84,41 @@ class Trainer:
         self.dist, self.device = init_distributed(device)
         self.strict = strict
         self.progress = progress and self.dist.main
-        self.last_path = self.out / "last.pt"
-        payload = None
-        if resume and self.last_path.exists():
-            payload = load_file(self.last_path)
-            if payload["kind"] != "checkpoint":
-                raise CheckpointError(
-                    self.last_path, "a model bundle, not a training checkpoint: cannot resume"
-                )
-            config = _resumed_config(
-                config, Config.from_dict(payload["config"], str(self.last_path), strict=False)
-            )
-            log.info("resuming from %s (step %d)", self.last_path, payload["step"])
-        elif resume and self.dist.main:
-            log.warning("--resume: no checkpoint at %s, starting from scratch", self.last_path)
+        self.checkpointer = Checkpointer(self.out, self.dist, config.train.average_best)
+        self.last_path = self.checkpointer.last_path
+        payload = self.checkpointer.load_last() if resume else None
+        if payload is not None:
+            config = self.checkpointer.resumed_config(config, payload)
         self.config = config
         t = config.train
         seed_everything(t.seed)  # the same initial weights on every rank
-        self.extractor = LogMel(config.features)
-
-        train_utts, bad_train = read_training_manifest(train_manifest, strict)
-        dev_utts, bad_dev = read_training_manifest(dev_manifest, strict)
-        self.skipped_lines = bad_train + bad_dev
-        self.vocab = (
-            Vocabulary(tuple(payload["vocab"])) if payload else Vocabulary.build(u.text for u in train_utts)
+        self.bad = BadUtterances(strict)
+        data = build_training_data(
+            config,
+            train_manifest,
+            dev_manifest,
+            self.dist,
+            self.bad,
+            vocab=Vocabulary(tuple(payload["vocab"])) if payload else None,
+            progress=self.progress,
         )
-        self.train_set = AsrDataset(train_utts, self.vocab, self.extractor)
-        self.dev_set = AsrDataset(
-            dev_utts[: t.dev_max_utts] if t.dev_max_utts else dev_utts, self.vocab, self.extractor
-        )
-        self.unknown_char_utts = _note_unknown_chars(self.vocab, train_utts + self.dev_set.utterances)
-        if t.cache_features:
-            self.train_set.precompute(t.num_workers, self.progress)
-            self.dev_set.precompute(t.num_workers, self.progress)
-        self.bad_utts: set[str] = set()
-        self._note_cache_errors(self.train_set)
-        self._note_cache_errors(self.dev_set)
+        self.data = data
+        self.vocab, self.extractor = data.vocab, data.extractor
+        self.train_set, self.dev_set = data.train_set, data.dev_set
+        self.sampler, self.loader = data.sampler, data.loader
+        self.skipped_lines = data.skipped_lines
+        self.unknown_char_utts = data.unknown_char_utterances
 
-        self.model = Seq2Seq(config.model, config.features.n_mels, len(self.vocab), ctc=t.ctc_weight > 0)
+        self.model = build_model(config, len(self.vocab))
         if payload is None:
-            mean, std = self._feature_stats()
-            self.model.set_normalization(mean, std)
+            self.model.set_normalization(*feature_stats(self.train_set, config.features.n_mels))
         self.model.to(self.device)
-        self.ddp: torch.nn.Module = self.model
-        if self.dist.world > 1:
-            self.ddp = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        self.sampler = BucketBatchSampler(
-            [num_frames(u.duration, config.features.hop_ms) for u in train_utts],
-            t.max_frames,
-            seed=t.seed,
-            rank=self.dist.rank,
-            world_size=self.dist.world,
-            max_utt_frames=num_frames(t.max_duration, config.features.hop_ms),
-        )
-        self.total_steps = sum(self._epoch_len(e) for e in range(t.epochs))
-        if t.schedule == "plateau":
-            self.scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, factor=0.5, patience=1
-            )
-        else:
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer, lr_lambda(config, self.total_steps)
-            )
+        self.ddp = wrap_ddp(self.model, self.dist, self.device)
+        self.optimizer = build_optimizer(self.model, config)
+        self.total_steps = planned_steps((self._epoch_len(e) for e in range(t.epochs)), t.max_steps)
+        self.scheduler = LrSchedule(self.optimizer, config, self.total_steps)
         self.spec_augment = SpecAugment(config.features) if t.spec_augment else None
-        self.loader = DataLoader(
-            self.train_set,
-            batch_sampler=self.sampler,
-            collate_fn=collate,
-            num_workers=0 if t.cache_features else t.num_workers,
-            # A private generator keeps the loader from drawing on the global RNG (exact resume).
-            generator=torch.Generator().manual_seed(t.seed),
-        )
+        self.metrics = MetricsLogger(self.out, enabled=self.dist.main)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -216,7 +134,6 @@ class Trainer:
             self._restore(payload)
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
-        self.writer = None
 
     # ---- setup helpers -------------------------------------------------------------------------
     def _epoch_len(self, epoch: int) -> int:
@@ -228,27 +145,10 @@ class Trainer:
         # final-state bottleneck, so the first epochs go from the shortest batches to the longest.
         return epoch < self.config.train.curriculum_epochs
 
-    def _feature_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        stats = RunningStats(self.config.features.n_mels)
-        for i in range(len(self.train_set)):
-            example = self.train_set[i]
-            if example.feats is not None:
-                stats.update(example.feats)
-        if stats.count == 0:
-            raise TrainingError(f"none of the {len(self.train_set)} training utterances could be read")
-        return stats.result()
-
-    def _note_cache_errors(self, dataset: AsrDataset) -> None:
-        for index, error in dataset._cache_errors.items():
-            self._bad_utterance(dataset.utterances[index].id, error)
-
-    def _bad_utterance(self, utt_id: str, error: str) -> None:
-        if self.strict:
-            raise TrainingError(f"unreadable utterance {utt_id}: {error}")
-        if utt_id not in self.bad_utts:
-            self.bad_utts.add(utt_id)
-            if len(self.bad_utts) <= 10:
-                log.warning("skipping utterance %s: %s", utt_id, error)
+    @property
+    def bad_utts(self) -> set[str]:
+        """Ids of the utterances that could not be read so far."""
+        return self.bad.ids
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"])
@@ -262,33 +162,24 @@ class Trainer:
         self.oom_skipped = payload.get("oom_skipped", 0)
         self.best = payload["best"]
         self.history = payload["history"]
-        # Each rank continues its own random streams (SpecAugment, dropout); a checkpoint from fewer
-        # ranks, or from before they were stored per rank, gives the others rank 0's.
-        per_rank = payload.get("rng_per_rank") or []
-        set_rng_state(per_rank[self.dist.rank] if self.dist.rank < len(per_rank) else payload["rng"])
+        self.checkpointer.restore_rng(payload)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
         """Write ``last.pt`` to continue exactly from this step; every rank calls it (a collective)."""
-        rngs = gather_to_main(rng_state(), self.dist)
-        if rngs is None:
-            return
-        payload = bundle_payload(self.model, self.config, self.vocab, kind="checkpoint")
-        payload.update(
-            optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            step=self.step,
-            epoch=self.epoch,
-            batch_in_epoch=self.batch_in_epoch,
-            bad_steps=self.bad_steps,
-            bad_in_row=self.bad_in_row,
-            oom_skipped=self.oom_skipped,
-            best=self.best,
-            history=self.history,
-            rng=rngs[0],
-            rng_per_rank=rngs,
-        )
-        atomic_save(payload, self.last_path)
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "bad_steps": self.bad_steps,
+            "bad_in_row": self.bad_in_row,
+            "oom_skipped": self.oom_skipped,
+            "best": self.best,
+            "history": self.history,
+        }
+        self.checkpointer.save_last(self.model, self.config, self.vocab, state)
 
     # ---- one step ------------------------------------------------------------------------------
     def _losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -380,8 +271,7 @@ class Trainer:
             return None
         self.bad_in_row = 0
         self.optimizer.step()
-        if not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step()
+        self.scheduler.after_update()
         parts["grad_norm"] = float(grad_norm)
         return parts
 
@@ -401,7 +291,7 @@ class Trainer:
         for indices in sampler:
             batch = collate([self.dev_set[i] for i in indices]).to(self.device)
             for utt_id, error in batch.errors:
-                self._bad_utterance(utt_id, error)
+                self.bad.add(utt_id, error)
             if len(batch) == 0:
                 continue
             inputs, labels = teacher_forcing_io(batch.tokens, batch.token_lens)
@@ -418,28 +308,6 @@ class Trainer:
         return {"dev_loss": total_loss / max(1, total_tokens), "dev_wer": result.wer, "dev_cer": result.cer}
 
     # ---- the loop ------------------------------------------------------------------------------
-    def _log(self, record: dict[str, Any]) -> None:
-        if not self.dist.main:
-            return
-        try:
-            with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-        except OSError as err:
-            raise TrainingError(
-                f"{self.out / 'metrics.jsonl'}: cannot write ({err.strerror or err})"
-            ) from None
-        if self.writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(self.out / "tensorboard"))
-            except ImportError:  # tensorboard is optional at run time
-                self.writer = False
-        if self.writer:
-            for key, value in record.items():
-                if key not in ("step", "epoch", "kind") and isinstance(value, int | float):
-                    self.writer.add_scalar(f"{record['kind']}/{key}", value, record["step"])
-
     def _request_stop(self, signum: int, frame: Any) -> None:
         if self._stop:  # a second signal: stop now
             signal.default_int_handler(signum, frame)
@@ -461,8 +329,7 @@ class Trainer:
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
-            if self.writer:
-                self.writer.close()
+            self.metrics.close()
         if self.skipped_lines:
             log.warning("skipped %d malformed manifest lines", self.skipped_lines)
         if self.unknown_char_utts:
@@ -506,7 +373,7 @@ class Trainer:
             audio_s, started = 0.0, time.perf_counter()
             for batch in bar:
                 for utt_id, error in batch.errors:
-                    self._bad_utterance(utt_id, error)
+                    self.bad.add(utt_id, error)
                 if len(batch):
                     parts = self.train_step(batch.to(self.device))
                     audio_s += float(batch.feat_lens.sum()) * hop_s
@@ -520,7 +387,7 @@ class Trainer:
                     speed = audio_s / max(1e-9, time.perf_counter() - started)
                     bar.set_postfix(loss=f"{parts['ce']:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.0f}")
                     if self.step % t.log_every == 0:
-                        self._log(
+                        self.metrics.log(
                             {
                                 "kind": "train",
                                 "step": self.step,
@@ -555,7 +422,7 @@ class Trainer:
             metrics = self.evaluate_dev()
             record = {"kind": "dev", "step": self.step, "epoch": self.epoch + 1, **metrics}
             self.history.append(record)
-            self._log(record)
+            self.metrics.log(record)
             log.info(
                 "epoch %d: dev loss %.3f  WER %.2f%%  CER %.2f%%",
                 self.epoch + 1,
@@ -563,102 +430,27 @@ class Trainer:
                 100 * metrics["dev_wer"],
                 100 * metrics["dev_cer"],
             )
-            self._keep_best(metrics)
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.best = self.checkpointer.keep_best(
+                self.best, self.epoch + 1, metrics, self.model, self.config, self.vocab
+            )
+        if self.scheduler.needs_dev_loss:
             loss = torch.tensor([metrics.get("dev_loss", 0.0)], device=self.device)
             if self.dist.world > 1:
                 dist.broadcast(loss, 0)
-            self.scheduler.step(float(loss))
+            self.scheduler.after_epoch(float(loss))
         if not partial:
             self.epoch += 1
             self.batch_in_epoch = 0
         self.save_checkpoint()
 
-    def _keep_best(self, metrics: dict[str, float]) -> None:
-        keep = max(1, self.config.train.average_best)
-        entry = {
-            "epoch": self.epoch + 1,
-            "dev_wer": metrics["dev_wer"],
-            "dev_loss": metrics["dev_loss"],
-            "path": f"epochs/epoch-{self.epoch + 1:03d}.pt",
-        }
-        ranked = sorted([*self.best, entry], key=lambda b: (b["dev_wer"], b["dev_loss"]))
-        if entry in ranked[:keep]:
-            save_model(self.out / entry["path"], self.model, self.config, self.vocab)
-        if ranked[0] is entry:
-            save_model(self.out / "best.pt", self.model, self.config, self.vocab)
-        for dropped in ranked[keep:]:
-            (self.out / dropped["path"]).unlink(missing_ok=True)
-        self.best = ranked[:keep]
-
     def _finish(self) -> Path:
-        """Write ``model.pt``: the average of the N best epochs when enabled and not worse, else the best."""
-        model_path = self.out / "model.pt"
-        best_path = self.out / "best.pt"
-        if not best_path.exists():
-            save_model(best_path, self.model, self.config, self.vocab)
-        try:
-            with open(best_path, "rb") as source, atomic_write(model_path, "wb") as target:
-                shutil.copyfileobj(source, target)
-        except OSError as err:
-            raise CheckpointError(model_path, f"cannot write ({err.strerror or err})") from None
-        paths = [self.out / b["path"] for b in self.best if (self.out / b["path"]).exists()]
-        if self.config.train.average_best > 1 and len(paths) > 1:
-            best_weights = {k: v.clone() for k, v in self.model.state_dict().items()}
-            self.model.load_state_dict(average_state_dicts(paths))
-            averaged = self.evaluate_dev()
-            log.info(
-                "average of %d best epochs: dev WER %.2f%% (best single %.2f%%)",
-                len(paths),
-                100 * averaged["dev_wer"],
-                100 * self.best[0]["dev_wer"],
-            )
-            self._log(
-                {"kind": "average", "step": self.step, "epoch": self.epoch, "n": len(paths), **averaged}
-            )
-            if (averaged["dev_wer"], averaged["dev_loss"]) <= (
-                self.best[0]["dev_wer"],
-                self.best[0]["dev_loss"],
-            ):
-                save_model(model_path, self.model, self.config, self.vocab)
-            self.model.load_state_dict(best_weights)
+        """Write ``model.pt`` (see :meth:`Checkpointer.write_final`) and log the average's dev scores."""
+        model_path, averaged = self.checkpointer.write_final(
+            self.best, self.model, self.config, self.vocab, self.evaluate_dev
+        )
+        if averaged is not None:
+            self.metrics.log({"kind": "average", "step": self.step, "epoch": self.epoch, **averaged})
         return model_path
-
-
-# Options that may change when a run is resumed; the rest must match the checkpoint.
-RESUMABLE_OPTIONS = ("epochs", "max_steps", "log_every", "checkpoint_every", "num_workers", "dev_max_utts")
-
-
-def _resumed_config(requested: Config, stored: Config) -> Config:
-    """The stored config, with the few options that may change on resume taken from ``requested``."""
-    for name in RESUMABLE_OPTIONS:
-        setattr(stored.train, name, getattr(requested.train, name))
-    for section in ("features", "model", "train", "decode"):
-        for key, value in vars(getattr(requested, section)).items():
-            if value != getattr(getattr(stored, section), key):
-                log.warning(
-                    "--resume: keeping %s.%s=%r from the checkpoint (asked for %r)",
-                    section,
-                    key,
-                    getattr(getattr(stored, section), key),
-                    value,
-                )
-    return stored
-
-
-def _note_unknown_chars(vocab: Vocabulary, utterances: Sequence[Utterance]) -> int:
-    """Warn about texts with characters outside the vocabulary (they become <unk>); returns their number."""
-    chars: Counter[str] = Counter()
-    count = 0
-    for utt in utterances:
-        unknown = vocab.unknown_chars(utt.text)
-        if unknown:
-            count += 1
-            chars.update(unknown)
-    if count:
-        listed = " ".join(repr(c) for c, _ in chars.most_common(20))
-        log.warning("%d texts have characters outside the vocabulary, read as <unk>: %s", count, listed)
-    return count
 
 
 def _slice(batch: Batch, start: int, stop: int) -> Batch:

@@ -1,0 +1,184 @@
+"""The data side of training: manifests, vocabulary, datasets, normalization statistics, sampler, loader.
+
+:func:`build_training_data` turns a config and two manifests into a :class:`TrainingData` that the
+:class:`asr_s2s.train.Trainer` consumes; :func:`make_dataset` is the one place that builds an
+:class:`~asr_s2s.data.AsrDataset` for training and dev scoring, and :func:`feature_stats` the one
+place that computes the model's normalization statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from asr_s2s.config import Config
+from asr_s2s.data import AsrDataset, BucketBatchSampler, collate, num_frames
+from asr_s2s.distributed import Process
+from asr_s2s.errors import ManifestError, TrainingError
+from asr_s2s.features import LogMel, RunningStats
+from asr_s2s.manifest import Utterance, read_manifest
+from asr_s2s.text import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+class BadUtterances:
+    """Unreadable utterances met so far: fatal with ``strict``, else warned about (the first 10) and
+    counted once each."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.ids: set[str] = set()
+
+    def add(self, utt_id: str, error: str) -> None:
+        """Record that ``utt_id`` could not be read; raises :class:`TrainingError` when strict."""
+        if self.strict:
+            raise TrainingError(f"unreadable utterance {utt_id}: {error}")
+        if utt_id not in self.ids:
+            self.ids.add(utt_id)
+            if len(self.ids) <= 10:
+                log.warning("skipping utterance %s: %s", utt_id, error)
+
+    def add_cache_errors(self, dataset: AsrDataset) -> None:
+        """Record the utterances that :meth:`AsrDataset.precompute` could not read."""
+        for index, error in dataset._cache_errors.items():
+            self.add(dataset.utterances[index].id, error)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class TrainingData:
+    """Everything the training loop reads: the vocabulary, both datasets, the training sampler and
+    loader, and the counts of what was skipped while reading the manifests."""
+
+    vocab: Vocabulary
+    extractor: LogMel
+    train_set: AsrDataset
+    dev_set: AsrDataset
+    sampler: BucketBatchSampler
+    loader: DataLoader
+    skipped_lines: int
+    unknown_char_utterances: int
+
+
+def read_training_manifest(path: str | Path, strict: bool) -> tuple[list[Utterance], int]:
+    """Utterances of a manifest; malformed lines are fatal with ``strict``, else warned and counted."""
+    bad: list[ManifestError] = []
+
+    def on_error(err: ManifestError) -> None:
+        if strict:
+            raise err
+        bad.append(err)
+        if len(bad) <= 10:
+            log.warning("skipping manifest line: %s", err)
+
+    utts = read_manifest(path, on_error=on_error)
+    if len(bad) > 10:
+        log.warning("skipped %d malformed lines in %s in all", len(bad), path)
+    return utts, len(bad)
+
+
+def note_unknown_chars(vocab: Vocabulary, utterances: Sequence[Utterance]) -> int:
+    """Warn about texts with characters outside the vocabulary (they become <unk>); returns their number."""
+    chars: Counter[str] = Counter()
+    count = 0
+    for utt in utterances:
+        unknown = vocab.unknown_chars(utt.text)
+        if unknown:
+            count += 1
+            chars.update(unknown)
+    if count:
+        listed = " ".join(repr(c) for c, _ in chars.most_common(20))
+        log.warning("%d texts have characters outside the vocabulary, read as <unk>: %s", count, listed)
+    return count
+
+
+def make_dataset(
+    utterances: Sequence[Utterance], vocab: Vocabulary, extractor: LogMel, config: Config
+) -> AsrDataset:
+    """The dataset of training or dev utterances (features computed as :class:`AsrDataset` does)."""
+    return AsrDataset(utterances, vocab, extractor)
+
+
+def feature_stats(dataset: AsrDataset, n_mels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and standard deviation ``(n_mels,)`` of the features of ``dataset``, for the
+    model's input normalization; unreadable utterances are left out."""
+    stats = RunningStats(n_mels)
+    for i in range(len(dataset)):
+        example = dataset[i]
+        if example.feats is not None:
+            stats.update(example.feats)
+    if stats.count == 0:
+        raise TrainingError(f"none of the {len(dataset)} training utterances could be read")
+    return stats.result()
+
+
+def make_sampler(dataset: AsrDataset, config: Config, dist: Process) -> BucketBatchSampler:
+    """This rank's length-bucketed batches of ``dataset`` (durations from the manifest)."""
+    t, hop_ms = config.train, config.features.hop_ms
+    return BucketBatchSampler(
+        [num_frames(u.duration, hop_ms) for u in dataset.utterances],
+        t.max_frames,
+        seed=t.seed,
+        rank=dist.rank,
+        world_size=dist.world,
+        max_utt_frames=num_frames(t.max_duration, hop_ms),
+    )
+
+
+def make_loader(dataset: AsrDataset, sampler: BucketBatchSampler, config: Config) -> DataLoader:
+    """Padded :class:`~asr_s2s.data.Batch` es of ``dataset`` in ``sampler``'s order."""
+    t = config.train
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=0 if t.cache_features else t.num_workers,
+        # A private generator keeps the loader from drawing on the global RNG (exact resume).
+        generator=torch.Generator().manual_seed(t.seed),
+    )
+
+
+def build_training_data(
+    config: Config,
+    train_manifest: str | Path,
+    dev_manifest: str | Path,
+    dist: Process,
+    bad: BadUtterances,
+    vocab: Vocabulary | None = None,
+    progress: bool = False,
+) -> TrainingData:
+    """Read both manifests and build the datasets, the sampler and the loader.
+
+    ``vocab`` (a resumed run's) is used when given, else built from the training texts. With
+    ``train.cache_features`` the features of both sets are computed now; utterances that fail are
+    recorded in ``bad``. ``train.dev_max_utts`` keeps the first utterances of the dev manifest.
+    """
+    t = config.train
+    strict = bad.strict
+    extractor = LogMel(config.features)
+    train_utts, bad_train = read_training_manifest(train_manifest, strict)
+    dev_utts, bad_dev = read_training_manifest(dev_manifest, strict)
+    if t.dev_max_utts:
+        dev_utts = dev_utts[: t.dev_max_utts]
+    if vocab is None:
+        vocab = Vocabulary.build(u.text for u in train_utts)
+    train_set = make_dataset(train_utts, vocab, extractor, config)
+    dev_set = make_dataset(dev_utts, vocab, extractor, config)
+    unknown = note_unknown_chars(vocab, train_utts + dev_utts)
+    if t.cache_features:
+        train_set.precompute(t.num_workers, progress)
+        dev_set.precompute(t.num_workers, progress)
+    bad.add_cache_errors(train_set)
+    bad.add_cache_errors(dev_set)
+    sampler = make_sampler(train_set, config, dist)
+    loader = make_loader(train_set, sampler, config)
+    return TrainingData(vocab, extractor, train_set, dev_set, sampler, loader, bad_train + bad_dev, unknown)
