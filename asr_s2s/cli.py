@@ -246,7 +246,8 @@ def _run(args: argparse.Namespace) -> int:
             model_name=args.model_name,
         )
         config.check()
-        serve(load_model(args.model, device=resolve_device(args.device)), config)
+        model = load_model(args.model, device=resolve_device(args.device))
+        serve(model, config, log_level="warning" if args.quiet else "debug" if args.debug else "info")
     elif args.command == "export":
         from asr_s2s.checkpoint import export_model
 

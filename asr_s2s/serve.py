@@ -555,12 +555,13 @@ def create_app(transcriber: Transcriber, config: ServeConfig | None = None) -> F
     return app
 
 
-def serve(transcriber: Transcriber, config: ServeConfig) -> None:
-    """Run the service with uvicorn until interrupted (Ctrl-C or SIGTERM)."""
+def serve(transcriber: Transcriber, config: ServeConfig, log_level: str = "info") -> None:
+    """Run the service with uvicorn until interrupted (Ctrl-C or SIGTERM); ``log_level`` is
+    uvicorn's (``info`` logs every request)."""
     import uvicorn
 
     config.check()
     if config.api_key is None and config.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without an API key: anyone who can reach it can use it", config.host)
     app = create_app(transcriber, config)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, timeout_graceful_shutdown=5)
