@@ -176,7 +176,7 @@ def test_to_dict_from_dict_round_trip() -> None:
         ["model.encoder_layers=2", "train.lr=0.5", "model.bidirectional=false", "decode.beam_size=4"],
     )
     data = config.to_dict()
-    assert set(data) == {"features", "model", "train", "decode", "augment"}
+    assert set(data) == {"features", "model", "train", "decode", "augment", "text", "lm"}
     assert data["model"]["encoder_layers"] == 2
     again = Config.from_dict(data)
     assert again == config

@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from asr_s2s.config import Config, TextConfig, load_config
+from asr_s2s.errors import ConfigError
 from asr_s2s.text import EOS, PAD, SOS, SPECIALS, UNK, Vocabulary, normalize
 
 
@@ -121,3 +123,65 @@ def test_round_trip_property(texts: list[str]) -> None:
     vocab = Vocabulary.build(texts)
     for text in texts:
         assert vocab.decode(vocab.encode(text)) == normalize(text)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("DON\u2019T", "don't"),  # right single quote
+        ("I\u2018M", "i'm"),  # left single quote used as an apostrophe
+        ("IT\u02bcS", "it's"),  # modifier letter apostrophe
+        ("ROCK`N ROLL", "rock'n roll"),
+        ("O\u00b4NEIL", "o'neil"),  # acute accent, which NFKC alone would turn into a space
+        ("THE \u2018BEST\u2019 DAY", "the best day"),  # quotation marks, not apostrophes
+        ("'QUOTED'", "quoted"),
+        ("THE BOYS' BOOKS", "the boys' books"),  # a plural possessive keeps its apostrophe
+        ("\"HI\", SHE SAID.", "hi she said"),
+        ("WELL-KNOWN \u2014 REALLY", "well known really"),  # hyphen and em dash
+        ("CO\u2010OPERATE", "co operate"),  # Unicode hyphen
+    ],
+)
+def test_normalize_real_transcripts(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+def test_normalize_options() -> None:
+    text = "Well-known, \u2018Bob\u2019s CAT\u2019!"
+    assert normalize(text, TextConfig(hyphens="join")) == "wellknown bob's cat"
+    assert normalize(text, TextConfig(hyphens="keep")) == "well-known bob's cat"
+    assert normalize(text, TextConfig(lowercase=False)) == "Well known Bob's CAT"
+    assert normalize(text, TextConfig(punctuation="keep", hyphens="keep")) == "well-known, bob's cat!"
+    assert normalize(text, TextConfig(apostrophes=False)) == "well known bob s cat"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("'\u2019\u2018\u02bc`\u00b4-s_.")),
+    st.sampled_from(["space", "join", "keep"]),
+    st.booleans(),
+)
+def test_normalize_options_are_idempotent(raw: str, hyphens: str, lowercase: bool) -> None:
+    cfg = TextConfig(hyphens=hyphens, lowercase=lowercase)
+    out = normalize(raw, cfg)
+    assert normalize(out, cfg) == out
+    assert out == out.strip() and "  " not in out
+
+
+def test_vocabulary_uses_its_text_config() -> None:
+    cfg = TextConfig(hyphens="keep")
+    vocab = Vocabulary.build(["A well-known fact"], cfg)
+    assert "-" in vocab.tokens and vocab.text == cfg
+    assert vocab.decode(vocab.encode("WELL-KNOWN")) == "well-known"
+    plain = Vocabulary.build(["A well-known fact"])
+    assert "-" not in plain.tokens and plain.decode(plain.encode("WELL-KNOWN")) == "well known"
+
+
+def test_text_section_round_trips_and_old_configs_load() -> None:
+    config = load_config(None, ["text.hyphens=join", "text.lowercase=false"])
+    again = Config.from_dict(config.to_dict())
+    assert again.text == TextConfig(lowercase=False, hyphens="join")
+    old = config.to_dict()
+    del old["text"]  # a model file written before the section existed
+    assert Config.from_dict(old, strict=False).text == TextConfig()
+    with pytest.raises(ConfigError, match="text.hyphens"):
+        load_config(None, ["text.hyphens=dash"])
