@@ -83,7 +83,7 @@ def bundle_from_payload(payload: dict[str, Any], path: str | Path = "<model>") -
     """Rebuild the model from a payload read by :func:`load_file`."""
     try:
         config = Config.from_dict(payload["config"], str(path), strict=False)
-        vocab = Vocabulary(tuple(payload["vocab"]))
+        vocab = Vocabulary(tuple(payload["vocab"]), config.text)
         model = Seq2Seq(config.model, int(payload["n_mels"]), len(vocab), ctc=bool(payload.get("ctc")))
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, ValueError, RuntimeError, AsrError) as err:
