@@ -221,6 +221,11 @@ class AsrDataset(Dataset[Example]):
     def __len__(self) -> int:
         return len(self.utterances)
 
+    @property
+    def cached(self) -> bool:
+        """Whether :meth:`precompute` holds the features in memory."""
+        return self._cache is not None
+
     def load_features(self, index: int) -> torch.Tensor:
         """Log-mel ``(frames, n_mels)`` of one utterance; raises :class:`AsrError` for bad audio,
         including audio clearly shorter than the manifest's duration."""

@@ -101,6 +101,7 @@ class Trainer:
             self.bad,
             vocab=Vocabulary(tuple(payload["vocab"])) if payload else None,
             progress=self.progress,
+            pin_memory=self.device.type == "cuda",
         )
         self.data = data
         self.vocab, self.extractor = data.vocab, data.extractor
@@ -111,7 +112,7 @@ class Trainer:
 
         self.model = build_model(config, len(self.vocab))
         if payload is None:
-            self.model.set_normalization(*feature_stats(self.train_set, config.features.n_mels))
+            self.model.set_normalization(*feature_stats(self.train_set, config, self.dist))
         self.model.to(self.device)
         self.ddp = wrap_ddp(self.model, self.dist, self.device)
         self.optimizer = build_optimizer(self.model, config)

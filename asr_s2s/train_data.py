@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +19,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from asr_s2s.config import Config
-from asr_s2s.data import AsrDataset, BucketBatchSampler, collate, num_frames
-from asr_s2s.distributed import Process
+from asr_s2s.data import (
+    AsrDataset,
+    BucketBatchSampler,
+    LazyManifest,
+    collate,
+    durations_of,
+    normalization_stats,
+    num_frames,
+    use_feature_cache,
+)
+from asr_s2s.distributed import Process, from_main
 from asr_s2s.errors import ManifestError, TrainingError
-from asr_s2s.features import LogMel, RunningStats
-from asr_s2s.manifest import Utterance, read_manifest
+from asr_s2s.features import LogMel, read_stats
+from asr_s2s.manifest import Utterance
 from asr_s2s.text import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -69,8 +79,9 @@ class TrainingData:
     unknown_char_utterances: int
 
 
-def read_training_manifest(path: str | Path, strict: bool) -> tuple[list[Utterance], int]:
-    """Utterances of a manifest; malformed lines are fatal with ``strict``, else warned and counted."""
+def read_training_manifest(path: str | Path, strict: bool) -> tuple[LazyManifest, int]:
+    """Utterances of a manifest (read on access: 16 bytes each in memory); malformed lines are fatal
+    with ``strict``, else warned and counted."""
     bad: list[ManifestError] = []
 
     def on_error(err: ManifestError) -> None:
@@ -80,13 +91,13 @@ def read_training_manifest(path: str | Path, strict: bool) -> tuple[list[Utteran
         if len(bad) <= 10:
             log.warning("skipping manifest line: %s", err)
 
-    utts = read_manifest(path, on_error=on_error)
+    utts = LazyManifest(path, on_error=on_error)
     if len(bad) > 10:
         log.warning("skipped %d malformed lines in %s in all", len(bad), path)
     return utts, len(bad)
 
 
-def note_unknown_chars(vocab: Vocabulary, utterances: Sequence[Utterance]) -> int:
+def note_unknown_chars(vocab: Vocabulary, utterances: Iterable[Utterance]) -> int:
     """Warn about texts with characters outside the vocabulary (they become <unk>); returns their number."""
     chars: Counter[str] = Counter()
     count = 0
@@ -108,24 +119,28 @@ def make_dataset(
     return AsrDataset(utterances, vocab, extractor)
 
 
-def feature_stats(dataset: AsrDataset, n_mels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-bin mean and standard deviation ``(n_mels,)`` of the features of ``dataset``, for the
-    model's input normalization; unreadable utterances are left out."""
-    stats = RunningStats(n_mels)
-    for i in range(len(dataset)):
-        example = dataset[i]
-        if example.feats is not None:
-            stats.update(example.feats)
-    if stats.count == 0:
-        raise TrainingError(f"none of the {len(dataset)} training utterances could be read")
-    return stats.result()
+def feature_stats(
+    dataset: AsrDataset, config: Config, dist: Process | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and standard deviation ``(n_mels,)`` for the model's input normalization: read
+    from ``train.stats_file`` when set, else computed from ``train.stats_utterances`` random
+    utterances of ``dataset`` (unreadable ones left out) in ``train.num_workers`` workers. Under
+    DDP rank 0 alone computes them and sends them to the others."""
+    t = config.train
+
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        if t.stats_file:
+            return read_stats(t.stats_file, config.features.n_mels)
+        return normalization_stats(dataset, t.stats_utterances, t.seed, t.num_workers)
+
+    return from_main(compute, dist or Process())
 
 
 def make_sampler(dataset: AsrDataset, config: Config, dist: Process) -> BucketBatchSampler:
     """This rank's length-bucketed batches of ``dataset`` (durations from the manifest)."""
     t, hop_ms = config.train, config.features.hop_ms
     return BucketBatchSampler(
-        [num_frames(u.duration, hop_ms) for u in dataset.utterances],
+        [num_frames(d, hop_ms) for d in durations_of(dataset.utterances)],
         t.max_frames,
         seed=t.seed,
         rank=dist.rank,
@@ -134,14 +149,18 @@ def make_sampler(dataset: AsrDataset, config: Config, dist: Process) -> BucketBa
     )
 
 
-def make_loader(dataset: AsrDataset, sampler: BucketBatchSampler, config: Config) -> DataLoader:
-    """Padded :class:`~asr_s2s.data.Batch` es of ``dataset`` in ``sampler``'s order."""
+def make_loader(
+    dataset: AsrDataset, sampler: BucketBatchSampler, config: Config, pin_memory: bool = False
+) -> DataLoader:
+    """Padded :class:`~asr_s2s.data.Batch` es of ``dataset`` in ``sampler``'s order; uncached
+    features are computed in ``train.num_workers`` worker processes (``pin_memory`` for a GPU)."""
     t = config.train
     return DataLoader(
         dataset,
         batch_sampler=sampler,
         collate_fn=collate,
-        num_workers=0 if t.cache_features else t.num_workers,
+        num_workers=0 if dataset.cached else t.num_workers,
+        pin_memory=pin_memory,
         # A private generator keeps the loader from drawing on the global RNG (exact resume).
         generator=torch.Generator().manual_seed(t.seed),
     )
@@ -155,11 +174,13 @@ def build_training_data(
     bad: BadUtterances,
     vocab: Vocabulary | None = None,
     progress: bool = False,
+    pin_memory: bool = False,
 ) -> TrainingData:
     """Read both manifests and build the datasets, the sampler and the loader.
 
-    ``vocab`` (a resumed run's) is used when given, else built from the training texts. With
-    ``train.cache_features`` the features of both sets are computed now; utterances that fail are
+    ``vocab`` (a resumed run's) is used when given, else built from the training texts. When
+    ``train.cache_features`` says so (``auto``: both manifests total at most
+    ``train.cache_max_hours``), the features of both sets are computed now; utterances that fail are
     recorded in ``bad``. ``train.dev_max_utts`` keeps the first utterances of the dev manifest.
     """
     t = config.train
@@ -173,12 +194,13 @@ def build_training_data(
         vocab = Vocabulary.build(u.text for u in train_utts)
     train_set = make_dataset(train_utts, vocab, extractor, config)
     dev_set = make_dataset(dev_utts, vocab, extractor, config)
-    unknown = note_unknown_chars(vocab, train_utts + dev_utts)
-    if t.cache_features:
+    unknown = note_unknown_chars(vocab, chain(train_utts, dev_utts))
+    hours = float(durations_of(train_utts).sum() + durations_of(dev_utts).sum()) / 3600
+    if use_feature_cache(t.cache_features, hours, t.cache_max_hours, config.features.n_mels):
         train_set.precompute(t.num_workers, progress)
         dev_set.precompute(t.num_workers, progress)
     bad.add_cache_errors(train_set)
     bad.add_cache_errors(dev_set)
     sampler = make_sampler(train_set, config, dist)
-    loader = make_loader(train_set, sampler, config)
+    loader = make_loader(train_set, sampler, config, pin_memory)
     return TrainingData(vocab, extractor, train_set, dev_set, sampler, loader, bad_train + bad_dev, unknown)
