@@ -18,6 +18,10 @@ from asr_s2s.attention import AdditiveAttention, DotAttention
 from asr_s2s.config import ModelConfig
 from asr_s2s.lstm import LSTMState, lstm_step, reverse_padded, segmented_lstm
 
+# Floor of a per-utterance std (model.normalization=utterance), as for the global statistics: a bin
+# that stays at the log floor through an utterance comes out as zeros, not as amplified rounding.
+UTTERANCE_MIN_STD = 1e-3
+
 
 def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
     """``(batch,)`` lengths -> ``(batch, max_len)`` bool mask, True on real positions."""
@@ -294,9 +298,11 @@ class ModelOutput:
 
 
 class Seq2Seq(nn.Module):
-    """Global feature normalization -> Encoder -> Bridge (-> attention) -> Decoder, plus an optional CTC head.
+    """Feature normalization -> Encoder -> Bridge (-> attention) -> Decoder, plus an optional CTC head.
 
-    The CTC head is a training aid on the encoder outputs; decoding never uses it.
+    The normalization (``model.normalization``, see :meth:`normalize`) is part of the model, so
+    training, evaluation and transcription apply the same one. The CTC head is a training aid on the
+    encoder outputs; decoding never uses it.
     """
 
     def __init__(self, cfg: ModelConfig, n_mels: int, vocab_size: int, ctc: bool = False) -> None:
@@ -314,15 +320,32 @@ class Seq2Seq(nn.Module):
         self.ctc_head = nn.Linear(self.encoder.output_dim, vocab_size) if ctc else None
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Store the global mean and std ``(n_mels,)`` of the training features."""
+        """Store the global mean and std ``(n_mels,)`` of the training features (used by the
+        ``global`` normalization, and the std by ``utterance_mean``)."""
         self.feat_mean.copy_(mean)
         self.feat_std.copy_(std)
 
+    def normalize(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Raw log-mels ``(batch, time, n_mels)`` -> normalized ones, zero on padding.
+
+        ``global``: ``(x - mean) / std`` with the training set's statistics. ``utterance``: each
+        utterance's own per-bin mean and std over its ``lengths`` frames (padding never enters them).
+        ``utterance_mean``: the utterance's per-bin mean, the global std.
+        """
+        mask = lengths_to_mask(lengths, feats.shape[1])[:, :, None]
+        if self.cfg.normalization == "global":
+            return ((feats - self.feat_mean) / self.feat_std) * mask
+        frames = lengths.clamp_min(1)[:, None, None].to(feats.dtype)
+        mean = (feats * mask).sum(1, keepdim=True) / frames
+        centered = (feats - mean) * mask
+        if self.cfg.normalization == "utterance_mean":
+            return centered / self.feat_std
+        std = (centered.pow(2).sum(1, keepdim=True) / frames).sqrt().clamp_min(UTTERANCE_MIN_STD)
+        return centered / std
+
     def encode(self, feats: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         """Raw log-mels ``(batch, time, n_mels)`` and lengths -> normalized, encoded output."""
-        mask = lengths_to_mask(lengths, feats.shape[1])[:, :, None]
-        x = ((feats - self.feat_mean) / self.feat_std) * mask
-        return self.encoder(x, lengths)
+        return self.encoder(self.normalize(feats, lengths), lengths)
 
     def initial_state(self, enc: EncoderOutput) -> DecoderState:
         """The decoder's initial state from the encoder's final states, plus, in attention modes, the
