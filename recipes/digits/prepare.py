@@ -113,14 +113,15 @@ def split_of_index(index: int) -> str:
 
 
 def scan_fsdd(
-    fsdd_dir: str | Path, test_speakers: Sequence[str] = ()
+    fsdd_dir: str | Path, test_speakers: Sequence[str] = (), speakers: Sequence[str] = ()
 ) -> tuple[dict[str, list[Recording]], list[Path]]:
     """FSDD recordings of a folder grouped by split (sorted), and the files that were skipped.
 
     Without ``test_speakers`` the split is by index only (``test_seen`` stays empty). With them,
     every recording of those speakers is in ``test``, and the other speakers' recordings 0-4 are
-    in ``test_seen`` instead. A folder holding a ``recordings/`` subfolder (an extracted FSDD
-    archive) is looked into.
+    in ``test_seen`` instead. With ``speakers``, only those speakers' recordings are used (the
+    others are left out, not counted as skipped). A folder holding a ``recordings/`` subfolder
+    (an extracted FSDD archive) is looked into.
     """
     fsdd_dir = Path(fsdd_dir)
     if (fsdd_dir / "recordings").is_dir():
@@ -137,17 +138,20 @@ def scan_fsdd(
             skipped.append(path)
             continue
         rec = Recording(path, int(match[1]), match[2], int(match[3]))
+        if speakers and rec.speaker not in speakers:
+            continue
         if rec.speaker in test_speakers:
             by_split["test"].append(rec)
         elif test_speakers and split_of_index(rec.index) == "test":
             by_split["test_seen"].append(rec)
         else:
             by_split[split_of_index(rec.index)].append(rec)
-    if test_speakers:
-        found = {rec.speaker for recs in by_split.values() for rec in recs}
-        missing = sorted(set(test_speakers) - found)
+    found = {rec.speaker for recs in by_split.values() for rec in recs}
+    for kind, names in (("", speakers), ("test ", test_speakers)):
+        missing = sorted(set(names) - found)
         if missing:
-            raise AsrError(f"{fsdd_dir}: no recordings of test speaker(s) {', '.join(missing)}")
+            raise AsrError(f"{fsdd_dir}: no recordings of {kind}speaker(s) {', '.join(missing)}")
+    if test_speakers:
         if found <= set(test_speakers):
             raise AsrError(f"{fsdd_dir}: every speaker is a test speaker; none is left to train on")
     return by_split, skipped
@@ -218,6 +222,7 @@ def build_corpus(
     seed: int = 0,
     jobs: int = 1,
     test_speakers: Sequence[str] = (),
+    speakers: Sequence[str] = (),
     extra_train: Sequence[Utterance] = (),
     extra_copies: int = 1,
     train_speed: tuple[float, float] | None = None,
@@ -226,7 +231,8 @@ def build_corpus(
 
     ``num_utts`` maps split names to utterance counts (default ``DEFAULT_COUNTS``, plus
     ``test_seen: DEFAULT_TEST_SEEN`` with ``test_speakers``); ``test_speakers`` makes ``test`` the
-    unseen-speaker test (see :func:`scan_fsdd`). ``extra_train`` (see :func:`digit_utterances`)
+    unseen-speaker test and ``speakers`` restricts the FSDD speakers used (see :func:`scan_fsdd`).
+    ``extra_train`` (see :func:`digit_utterances`)
     joins the training split ``extra_copies`` times (each copy with its own edge silence and noise),
     after the ``train`` count. ``train_speed = (low, high)`` plays each source recording of a
     training utterance at its own random speed in that range (:func:`change_speed`; dev and test
@@ -255,7 +261,7 @@ def build_corpus(
     if extra_copies < 1:
         raise AsrError(f"need at least one copy of the extra utterances, got {extra_copies}")
 
-    by_split, skipped = scan_fsdd(fsdd_dir, tuple(test_speakers))
+    by_split, skipped = scan_fsdd(fsdd_dir, tuple(test_speakers), tuple(speakers))
     for split, n in counts.items():
         if n > 0 and not by_split[split]:
             where = (
@@ -517,6 +523,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "split, and the other speakers' recordings 0-4 form test_seen",
     )
     parser.add_argument(
+        "--speakers",
+        help="comma-separated FSDD speakers to use (default: all; a download has six, ../shared four)",
+    )
+    parser.add_argument(
         "--num-test-seen", type=int, default=DEFAULT_TEST_SEEN, help="test_seen size (with --test-speakers)"
     )
     parser.add_argument("--min-digits", type=int, default=1)
@@ -560,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             jobs=args.jobs,
             test_speakers=test_speakers,
+            speakers=[s for s in (args.speakers or "").split(",") if s],
             extra_train=digit_utterances(args.extra_kaldi) if args.extra_kaldi else (),
             extra_copies=args.extra_copies,
             train_speed=_speed_range(args.train_speed) if args.train_speed else None,
