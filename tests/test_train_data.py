@@ -27,7 +27,8 @@ def test_builds_vocabulary_datasets_and_a_loader_over_every_utterance(tiny_manif
     config = tiny_config(train__dev_max_utts=2, train__max_frames=150)
     data = _build(config, train, dev)
     assert set(data.vocab.tokens) >= set("".join(TEXTS))
-    assert len(data.train_set) == len(TEXTS) and [u.text for u in data.dev_set.utterances] == ["nine", "zero one"]
+    assert len(data.train_set) == len(TEXTS)
+    assert [u.text for u in data.dev_set.utterances] == ["nine", "zero one"]
     assert data.unknown_char_utterances == 1  # "zero one": no training text has a 'z'
     ids = [utt_id for batch in data.loader for utt_id in batch.ids]
     assert sorted(ids) == sorted(u.id for u in data.train_set.utterances)
@@ -69,7 +70,7 @@ def test_feature_stats_match_the_concatenated_features(tiny_manifest) -> None:
     train = tiny_manifest(TEXTS, [0.3, 0.4, 0.5, 0.3, 0.6])
     config = tiny_config(train__cache_features=False)
     data = _build(config, train, train)
-    mean, std = feature_stats(data.train_set, config.features.n_mels)
+    mean, std = feature_stats(data.train_set, config)
     extractor = LogMel(config.features)
     from asr_s2s.audio import load_audio
 
@@ -85,8 +86,8 @@ def test_feature_stats_of_no_readable_audio_is_an_error(tiny_manifest) -> None:
     first = json.loads(train.read_text())
     (train.parent / first["audio_filepath"]).write_bytes(b"")
     data = _build(tiny_config(train__cache_features=False), train, train)
-    with pytest.raises(TrainingError, match="none of the 1 training utterances"):
-        feature_stats(data.train_set, 20)
+    with pytest.raises(TrainingError, match="none of the 1 sampled training utterances"):
+        feature_stats(data.train_set, tiny_config())
 
 
 def test_two_ranks_share_the_batches_without_overlap(tiny_manifest) -> None:
