@@ -46,18 +46,20 @@ class AdditiveAttention(nn.Module):
     ) -> torch.Tensor:
         """Attention weights ``(batch, time)``, summing to 1 over each row's real frames, 0 on padding.
 
-        ``query`` ``(batch, query_dim)`` is the decoder state, ``keys`` ``(batch, time, attention_dim)``
-        from :meth:`keys`, ``mask`` ``(batch, time)`` True on real frames, ``previous`` ``(batch, time)``
-        the previous step's weights (used by the location term only).
+        ``query`` ``(batch, query_dim)`` is the decoder state, ``keys`` ``(groups, time, attention_dim)``
+        from :meth:`keys`, ``mask`` ``(groups, time)`` True on real frames, ``previous`` ``(batch, time)``
+        the previous step's weights (used by the location term only). ``batch`` is a multiple of
+        ``groups``: consecutive rows share one utterance's keys (the hypotheses of a beam), uncopied.
         """
-        hidden = self.query(query)[:, None, :] + keys
+        groups, time, dim = keys.shape
+        hidden = (self.query(query).view(groups, -1, 1, dim) + keys[:, None]).view(-1, time, dim)
         if self.location:
             # Padding frames hold weight 0, exactly what the convolution's zero padding would give for
             # a shorter utterance alone: batching cannot change the location features of real frames.
             features = self.location_conv(previous[:, None, :]).transpose(1, 2)
             hidden = hidden + self.location_proj(features)
-        energies = self.energy(torch.tanh(hidden))[:, :, 0]
-        return energies.float().masked_fill(~mask, float("-inf")).softmax(-1)
+        energies = self.energy(torch.tanh(hidden))[:, :, 0].float().view(groups, -1, time)
+        return energies.masked_fill(~mask[:, None, :], float("-inf")).softmax(-1).view(-1, time)
 
 
 class DotAttention(nn.Module):
@@ -75,6 +77,11 @@ class DotAttention(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Attention weights ``(batch, steps, time)`` for queries ``(batch, steps, query_dim)``, each
-        row summing to 1 over the real frames (``mask`` ``(batch, time)``, True on real frames)."""
-        energies = torch.bmm(self.query(query), keys.transpose(1, 2)) * self.scale
-        return energies.float().masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
+        row summing to 1 over the real frames (``mask`` ``(groups, time)``, True on real frames).
+        ``keys`` ``(groups, time, attention_dim)``: as in :class:`AdditiveAttention`, ``batch`` is a
+        multiple of ``groups`` and consecutive rows share one utterance's keys."""
+        batch, steps, _ = query.shape
+        queries = self.query(query).reshape(keys.shape[0], -1, keys.shape[2])
+        energies = torch.bmm(queries, keys.transpose(1, 2)) * self.scale
+        weights = energies.float().masked_fill(~mask[:, None, :], float("-inf")).softmax(-1)
+        return weights.view(batch, steps, -1)

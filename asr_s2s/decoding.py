@@ -1,4 +1,5 @@
-"""Greedy and beam search over the decoder, batched over utterances."""
+"""Greedy search over the decoder, and beam search over weighted scorers (decoder, CTC, LM),
+batched over utterances."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import math
 import torch
 
 from asr_s2s.config import DecodeConfig
-from asr_s2s.model import Seq2Seq
+from asr_s2s.errors import ConfigError
+from asr_s2s.lm import CharLM
+from asr_s2s.model import EncoderOutput, Seq2Seq
+from asr_s2s.scorers import CTCPrefixScorer, DecoderScorer, LMScorer, Scorer
 from asr_s2s.text import Vocabulary
 
 
@@ -54,25 +58,80 @@ def _until_eos(seq: list[int]) -> list[int]:
 
 @torch.inference_mode()
 def beam_search(
-    model: Seq2Seq, feats: torch.Tensor, lengths: torch.Tensor, cfg: DecodeConfig | None = None
+    model: Seq2Seq,
+    feats: torch.Tensor,
+    lengths: torch.Tensor,
+    cfg: DecodeConfig | None = None,
+    lm: CharLM | None = None,
 ) -> list[list[int]]:
     """Beam search of width ``cfg.beam_size`` for a batch; returns the best hypothesis per utterance.
 
-    Each step keeps the ``beam_size`` best live prefixes (by summed log-probability); one whose
-    <eos> is among the step's ``beam_size`` best extensions ends. Ended hypotheses are ranked by
-    ``log p / length ** cfg.length_penalty`` (``log p`` summed over the characters and the <eos>,
-    ``length`` counting the <eos>). An utterance stops once its best ended hypothesis scores at
-    least as well as the best live one would, ending at this length, or at its length limit
-    (:func:`max_output_lengths`), where the live hypotheses join the ended ones unterminated, as
-    greedy search's would. With ``beam_size == 1`` the result equals :func:`greedy_search`'s.
+    Hypotheses are scored by ``(1 - ctc_weight) * decoder + ctc_weight * CTC prefix score +
+    lm_weight * lm + length_bonus`` per token (see :func:`weighted_scorers`); ``lm`` is the
+    character LM that ``cfg.lm_weight`` weighs. With the extra weights 0 this is the decoder's own
+    search, with its results of before the scorers. The search itself is :func:`search`.
     """
     cfg = cfg or DecodeConfig()
-    k = cfg.beam_size
-    device = feats.device
     enc = model.encode(feats, lengths)
-    batch = feats.shape[0]
-    state = model.initial_state(enc).select(torch.arange(batch, device=device).repeat_interleave(k))
-    limit = max_output_lengths(enc.lengths, cfg).tolist()
+    scorers = weighted_scorers(model, enc, cfg, lm)
+    return search(scorers, feats.shape[0], max_output_lengths(enc.lengths, cfg).tolist(), cfg)
+
+
+def weighted_scorers(
+    model: Seq2Seq, enc: EncoderOutput, cfg: DecodeConfig, lm: CharLM | None = None
+) -> list[tuple[float, Scorer]]:
+    """The scorers with a nonzero weight: decoder ``1 - cfg.ctc_weight``, the CTC head's prefix
+    scores ``cfg.ctc_weight``, ``lm`` with ``cfg.lm_weight``. Raises :class:`ConfigError` for a
+    weight whose scorer is missing (no CTC head, no LM) and for an LM over another vocabulary."""
+    if not 0.0 <= cfg.ctc_weight <= 1.0:
+        raise ConfigError(f"decode.ctc_weight must be in [0, 1], got {cfg.ctc_weight}")
+    scorers: list[tuple[float, Scorer]] = []
+    if cfg.ctc_weight < 1.0:
+        scorers.append((1.0 - cfg.ctc_weight, DecoderScorer(model, enc)))
+    if cfg.ctc_weight > 0.0:
+        if model.ctc_head is None:
+            raise ConfigError(
+                "decode.ctc_weight > 0 needs a CTC head, and this model has none "
+                "(trained with train.ctc_weight=0)"
+            )
+        scorers.append((cfg.ctc_weight, CTCPrefixScorer.from_model(model, enc)))
+    if cfg.lm_weight != 0.0:
+        if lm is None:
+            raise ConfigError("decode.lm_weight is set but no language model was given (--lm FILE)")
+        if lm.vocab_size != model.vocab_size:
+            raise ConfigError(
+                f"the language model has {lm.vocab_size} tokens and the model {model.vocab_size}: "
+                "train the LM with the model's vocabulary (asr-s2s train-lm --model MODEL)"
+            )
+        scorers.append((cfg.lm_weight, LMScorer(lm, enc.outputs.shape[0], enc.outputs.device)))
+    return scorers
+
+
+def search(
+    scorers: list[tuple[float, Scorer]], batch: int, limit: list[int], cfg: DecodeConfig
+) -> list[list[int]]:
+    """Label-synchronous beam search over weighted scorers, batched over ``batch`` utterances.
+
+    Each step, every scorer scores the next token of all ``batch * beam_size`` live hypotheses at
+    once; a candidate's score is its prefix's plus the weighted sum of the scorers' increments plus
+    ``cfg.length_bonus``. The ``beam_size`` best live extensions per utterance survive (each
+    scorer's state follows them by index); one whose <eos> is among the step's ``beam_size`` best
+    extensions ends. Ended hypotheses are ranked by ``score / length ** cfg.length_penalty``
+    (``length`` counting the <eos>). An utterance stops once its best ended hypothesis scores at least
+    as well as the best live one would, ending at this length, or at its length limit ``limit[b]``
+    (:func:`max_output_lengths`), where the live hypotheses join the ended ones unterminated, as greedy
+    search's would. The first rule is exact when no increment can be positive (``length_penalty``
+    and ``length_bonus`` 0); a CTC weight stops looping hypotheses long before the limit, since
+    their prefix score collapses once they outrun the audio. With ``beam_size == 1`` and only the
+    decoder, the result equals :func:`greedy_search`'s.
+    """
+    k = cfg.beam_size
+    device = _device(scorers)
+    # A CTC prefix score bounds every completion of the prefix from above, so the live extensions
+    # would crowd the exact score of ending now (<eos>) out of the top k: with CTC, every live
+    # hypothesis's <eos> is recorded. Without it, only the top k's, as the search always did.
+    every_eos = any(isinstance(scorer, CTCPrefixScorer) for _, scorer in scorers)
+    states = [scorer.start(k) for _, scorer in scorers]
     scores = torch.full((batch, k), float("-inf"), device=device)
     scores[:, 0] = 0.0
     seqs = torch.zeros(batch, k, 0, dtype=torch.long, device=device)
@@ -80,21 +139,36 @@ def beam_search(
     ended: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
     done = [False] * batch
     for t in range(max(limit)):
-        logits, state = model.decoder.step(tokens, state)
-        vocab = logits.shape[-1]
-        logp = _mask_specials(logits.float().log_softmax(-1)).view(batch, k, vocab)
+        step: torch.Tensor | None = None
+        pending = []
+        for (weight, scorer), state in zip(scorers, states):
+            logp, after = scorer.score(state, tokens)
+            pending.append(after)
+            # Weights of exactly 1 and a zero bonus leave the decoder's scores bit for bit as before.
+            weighted = logp if weight == 1.0 else weight * logp
+            step = weighted if step is None else step + weighted
+        assert step is not None, "search needs at least one scorer"
+        if cfg.length_bonus:
+            step = step + cfg.length_bonus
+        vocab = step.shape[-1]
+        logp = _mask_specials(step).view(batch, k, vocab)
         cand = (scores[:, :, None] + logp).view(batch, k * vocab)
         top_scores, top_index = cand.topk(min(2 * k, k * vocab), dim=1)
         top_beam, top_token = top_index // vocab, top_index % vocab
         is_eos = top_token == Vocabulary.eos_id
-        for b, j in (is_eos[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist():
+        if every_eos:
+            eos_scores = scores + logp[:, :, Vocabulary.eos_id]
+            hits = torch.isfinite(eos_scores).nonzero().tolist()
+            eos_rows = eos_scores.tolist()
+        else:
+            hits = (is_eos[:, :k] & torch.isfinite(top_scores[:, :k])).nonzero().tolist()
+        for b, j in hits:
             if not done[b]:
-                ended[b].append(
-                    (
-                        float(top_scores[b, j]) / (t + 1) ** cfg.length_penalty,
-                        seqs[b, int(top_beam[b, j])].tolist(),
-                    )
-                )
+                if every_eos:
+                    score, prefix = eos_rows[b][j], seqs[b, j]
+                else:
+                    score, prefix = float(top_scores[b, j]), seqs[b, int(top_beam[b, j])]
+                ended[b].append((score / (t + 1) ** cfg.length_penalty, prefix.tolist()))
         keep_scores = top_scores.masked_fill(is_eos, float("-inf"))
         keep_scores, order = keep_scores.topk(k, dim=1)
         beam = top_beam.gather(1, order)
@@ -116,23 +190,45 @@ def beam_search(
                 ]
             elif ended[b] and max(h[0] for h in ended[b]) >= rows[b][0] / norm:
                 # No live hypothesis, scored at its current length, beats the best ended one. Exact
-                # for length_penalty 0 (scores only fall); with normalization a longer hypothesis
-                # could still catch up, a chance given up as in common practice.
+                # when scores only fall; with normalization or a bonus a longer hypothesis could
+                # still catch up, a chance given up as in common practice.
                 done[b] = True
+            elif not math.isfinite(rows[b][0]):
+                done[b] = True  # every extension is impossible (e.g. longer than CTC allows)
         if all(done):
             break
         scores = scores.masked_fill(torch.tensor(done, device=device)[:, None], float("-inf"))
         flat = (beam + torch.arange(batch, device=device)[:, None] * k).view(-1)
-        state = state.select(flat)
         tokens = token.view(-1)
+        states = [scorer.select(after, flat, tokens) for (_, scorer), after in zip(scorers, pending)]
     return [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in ended]
 
 
+def _device(scorers: list[tuple[float, Scorer]]) -> torch.device:
+    for _, scorer in scorers:
+        if isinstance(scorer, DecoderScorer):
+            return scorer.enc.outputs.device
+        if isinstance(scorer, CTCPrefixScorer):
+            return scorer.x.device
+        if isinstance(scorer, LMScorer):
+            return scorer.device
+    raise ValueError("search needs at least one scorer")
+
+
+def uses_scorers(cfg: DecodeConfig) -> bool:
+    """Whether ``cfg`` weighs anything besides the decoder (CTC, an LM, a length bonus)."""
+    return bool(cfg.ctc_weight or cfg.lm_weight or cfg.length_bonus)
+
+
 def decode(
-    model: Seq2Seq, feats: torch.Tensor, lengths: torch.Tensor, cfg: DecodeConfig | None = None
+    model: Seq2Seq,
+    feats: torch.Tensor,
+    lengths: torch.Tensor,
+    cfg: DecodeConfig | None = None,
+    lm: CharLM | None = None,
 ) -> list[list[int]]:
-    """Greedy search for ``beam_size == 1``, beam search otherwise."""
+    """Greedy search for ``beam_size == 1`` with the decoder alone, beam search otherwise."""
     cfg = cfg or DecodeConfig()
-    if cfg.beam_size <= 1:
+    if cfg.beam_size <= 1 and not uses_scorers(cfg):
         return greedy_search(model, feats, lengths, cfg)
-    return beam_search(model, feats, lengths, cfg)
+    return beam_search(model, feats, lengths, cfg, lm)

@@ -142,6 +142,8 @@ class DecoderState:
     ``memory_mask`` ``(batch, time)`` True on real frames, ``context`` ``(batch, memory_dim)`` the
     previous step's context vector and ``weights`` ``(batch, time)`` its attention weights.
     ``summary`` ``(batch, hidden)`` is the bridge's summary fed at every step (``summary_input``).
+    After :meth:`expand` the encoder side keeps one row per utterance (``groups``) while the rest
+    holds ``k`` hypotheses per utterance.
     """
 
     h: torch.Tensor
@@ -154,13 +156,28 @@ class DecoderState:
     weights: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor) -> DecoderState:
-        """Reorder or repeat along the batch, e.g. for beam search; ``index`` is ``(new_batch,)``."""
-        batch_first = {
+        """Reorder or repeat along the batch; ``index`` is ``(new_batch,)``."""
+        return self._select(index, ("summary", "memory", "keys", "memory_mask", "context", "weights"))
+
+    def expand(self, k: int) -> DecoderState:
+        """``k`` hypotheses per utterance, for beam search: rows ``b*k .. b*k+k-1`` are copies of
+        utterance ``b``'s recurrent state, and all of them read its encoder side (``memory``, ``keys``,
+        ``memory_mask``), which stays one uncopied row per utterance."""
+        index = torch.arange(self.h.shape[1], device=self.h.device).repeat_interleave(k)
+        return self.reorder(index)
+
+    def reorder(self, index: torch.Tensor) -> DecoderState:
+        """Keep hypotheses ``index`` ``(new_batch,)`` of an :meth:`expand`-ed state, leaving the shared
+        encoder side alone: each must stay among its utterance's rows (same ``row // k``)."""
+        return self._select(index, ("summary", "context", "weights"))
+
+    def _select(self, index: torch.Tensor, batch_first: tuple[str, ...]) -> DecoderState:
+        picked = {
             name: value.index_select(0, index)
-            for name in ("summary", "memory", "keys", "memory_mask", "context", "weights")
+            for name in batch_first
             if (value := getattr(self, name)) is not None
         }
-        return replace(self, h=self.h.index_select(1, index), c=self.c.index_select(1, index), **batch_first)
+        return replace(self, h=self.h.index_select(1, index), c=self.c.index_select(1, index), **picked)
 
 
 class Decoder(nn.Module):
@@ -254,8 +271,11 @@ class Decoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Top-layer outputs ``(batch, steps, hidden)`` and their weights ``(batch, steps, time)`` ->
         logits ``(batch, steps, vocab)`` read from ``[s_t; c_t]``, and the contexts
-        ``(batch, steps, memory_dim)``."""
-        context = torch.bmm(weights.to(memory.dtype), memory)
+        ``(batch, steps, memory_dim)``. ``memory`` is ``(groups, time, memory_dim)``, consecutive rows
+        sharing one group (see :meth:`DecoderState.expand`)."""
+        batch, steps, time = weights.shape
+        grouped = weights.to(memory.dtype).reshape(memory.shape[0], -1, time)
+        context = torch.bmm(grouped, memory).view(batch, steps, -1)
         return self.output(self.dropout(torch.cat([out, context], dim=-1))), context
 
     def _attend_step(self, x: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
