@@ -39,7 +39,7 @@ def resumed_config(requested: Config, stored: Config) -> Config:
     """The stored config, with the few options that may change on resume taken from ``requested``."""
     for name in RESUMABLE_OPTIONS:
         setattr(stored.train, name, getattr(requested.train, name))
-    for section in ("features", "model", "train", "decode"):
+    for section in ("features", "model", "train", "decode", "augment"):
         for key, value in vars(getattr(requested, section)).items():
             if value != getattr(getattr(stored, section), key):
                 log.warning(

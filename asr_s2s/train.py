@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from asr_s2s.augment import spec_augment_scale
 from asr_s2s.checkpointer import Checkpointer
 from asr_s2s.config import Config
 from asr_s2s.data import Batch, BucketBatchSampler, collate, num_frames
@@ -187,7 +188,9 @@ class Trainer:
         t = self.config.train
         feats = batch.feats
         if self.spec_augment is not None:
-            feats = self.spec_augment(feats, batch.feat_lens)
+            a = self.config.augment
+            scale = spec_augment_scale(self.step, a.specaug_start_step, a.specaug_ramp_steps)
+            feats = self.spec_augment(feats, batch.feat_lens, scale)
         inputs, labels = teacher_forcing_io(batch.tokens, batch.token_lens)
         if t.token_dropout > 0:
             # Hiding some previous characters weakens the decoder's language-model shortcut, so it
@@ -364,6 +367,8 @@ class Trainer:
         while self.epoch < t.epochs and not (t.max_steps and self.step >= t.max_steps):
             self.sampler.set_epoch(self.epoch, self._shortest_first(self.epoch))
             self.sampler.start_batch = self.batch_in_epoch
+            # Before the loader's iterator exists: its worker processes copy the dataset, epoch included.
+            self.train_set.set_epoch(self.epoch)
             bar = tqdm(
                 self.loader,
                 desc=f"epoch {self.epoch + 1}/{t.epochs}",

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from asr_s2s.augment import Augmenter
 from asr_s2s.config import Config
 from asr_s2s.data import (
     AsrDataset,
@@ -131,7 +132,12 @@ def feature_stats(
     def compute() -> tuple[torch.Tensor, torch.Tensor]:
         if t.stats_file:
             return read_stats(t.stats_file, config.features.n_mels)
-        return normalization_stats(dataset, t.stats_utterances, t.seed, t.num_workers)
+        augment = dataset.augment
+        dataset.set_augment(None)  # the statistics describe the clean features
+        try:
+            return normalization_stats(dataset, t.stats_utterances, t.seed, t.num_workers)
+        finally:
+            dataset.set_augment(augment)
 
     return from_main(compute, dist or Process())
 
@@ -197,8 +203,17 @@ def build_training_data(
     unknown = note_unknown_chars(vocab, chain(train_utts, dev_utts))
     hours = float(durations_of(train_utts).sum() + durations_of(dev_utts).sum()) / 3600
     if use_feature_cache(t.cache_features, hours, t.cache_max_hours, config.features.n_mels):
-        train_set.precompute(t.num_workers, progress)
+        if config.augment.waveform:
+            log.info(
+                "augment: new perturbations every epoch, so the training features are computed on the "
+                "fly in train.num_workers=%d workers; only the dev features are cached",
+                t.num_workers,
+            )
+        else:
+            train_set.precompute(t.num_workers, progress)
         dev_set.precompute(t.num_workers, progress)
+    if config.augment.waveform:
+        train_set.set_augment(Augmenter(config.augment, extractor, t.seed))
     bad.add_cache_errors(train_set)
     bad.add_cache_errors(dev_set)
     sampler = make_sampler(train_set, config, dist)

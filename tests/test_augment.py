@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torchaudio
-from conftest import build_manifest, noise, sine, write_audio
+from conftest import build_manifest, noise, sine, tiny_config, write_audio
 from torch.utils.data import DataLoader
 
 from asr_s2s.augment import (
@@ -28,11 +28,13 @@ from asr_s2s.augment import (
     utterance_generator,
     vtlp_warp,
 )
+from asr_s2s.checkpoint import load_file
 from asr_s2s.config import AugmentConfig, Config, ConfigError, FeatureConfig, apply_overrides
 from asr_s2s.data import AsrDataset
 from asr_s2s.features import LogMel, SpecAugment
 from asr_s2s.manifest import read_manifest
 from asr_s2s.text import Vocabulary
+from asr_s2s.train import Interrupted, Trainer
 
 SR = 16000
 
@@ -372,3 +374,73 @@ def test_spec_augment_half_scale_halves_the_widest_mask() -> None:
         out = module(feats, lengths, scale=0.5)
         widest = max(widest, int((out[0] != feats[0]).any(0).sum()))
     assert 10 <= widest <= 15
+
+
+# ---- training with augmentation ----------------------------------------------------------------
+TEXTS = ["one two", "three", "four five six", "seven", "eight nine", "zero one", "two", "three four"]
+
+
+def _train_corpus(tmp_path: Path) -> tuple[Path, Path]:
+    train = build_manifest(tmp_path / "data", TEXTS, [0.3 + 0.05 * i for i in range(len(TEXTS))])
+    dev = train.parent / "dev.jsonl"
+    dev.write_text("".join(train.read_text().splitlines(keepends=True)[:3]))
+    return train, dev
+
+
+def _augmented_config(**changes):
+    config = tiny_config(
+        train__epochs=2,
+        train__max_frames=120,
+        train__spec_augment=True,
+        train__num_workers=1,
+        train__cache_features="true",
+        train__warmup_steps=2,
+        augment__speed_prob=0.5,
+        augment__tempo_prob=0.3,
+        augment__vtlp_prob=0.5,
+        augment__noise_prob=0.5,
+        augment__reverb_prob=0.3,
+        augment__specaug_start_step=2,
+        augment__specaug_ramp_steps=3,
+    )
+    for key, value in changes.items():
+        section, name = key.split("__")
+        setattr(getattr(config, section), name, value)
+    return config
+
+
+def test_training_bypasses_the_cache_for_the_augmented_train_set_only(tmp_path: Path) -> None:
+    train, dev = _train_corpus(tmp_path)
+    trainer = Trainer(_augmented_config(), train, dev, tmp_path / "exp", progress=False)
+    assert trainer.train_set.augment is not None and not trainer.train_set.cached
+    assert trainer.dev_set.augment is None and trainer.dev_set.cached
+    # The normalization statistics are those of the clean features (there from the float16 cache).
+    off = {f"augment__{name}_prob": 0.0 for name in ("speed", "tempo", "vtlp", "noise", "reverb")}
+    clean = Trainer(_augmented_config(**off), train, dev, tmp_path / "clean", progress=False)
+    assert clean.train_set.cached
+    torch.testing.assert_close(trainer.model.feat_mean, clean.model.feat_mean, atol=2e-3, rtol=0)
+    torch.testing.assert_close(trainer.model.feat_std, clean.model.feat_std, atol=2e-3, rtol=0)
+
+
+def test_exact_resume_with_augmentation_in_workers(tmp_path: Path) -> None:
+    train, dev = _train_corpus(tmp_path)
+    config = _augmented_config()
+    full = Trainer(config, train, dev, tmp_path / "full", progress=False).fit()
+    first_epoch = full.history[0]["step"]
+    out = tmp_path / "cut"
+    with pytest.raises(Interrupted):
+        Trainer(config, train, dev, out, progress=False).fit(stop_after_steps=2)
+    # Resumed in the second epoch, in the main process this time: the draws do not depend on workers.
+    with pytest.raises(Interrupted):
+        Trainer(config, train, dev, out, resume=True, progress=False).fit(stop_after_steps=first_epoch)
+    Trainer(_augmented_config(train__num_workers=0), train, dev, out, resume=True, progress=False).fit()
+    a, b = load_file(tmp_path / "full" / "last.pt"), load_file(out / "last.pt")
+    assert a["step"] == b["step"] == full.steps
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["history"] == b["history"]
+    # Augmentation did change training: the same run without it ends elsewhere.
+    plain = _augmented_config(augment__noise_prob=0.0)
+    Trainer(plain, train, dev, tmp_path / "plain", progress=False).fit()
+    c = load_file(tmp_path / "plain" / "last.pt")
+    assert not torch.equal(a["model"]["decoder.output.weight"], c["model"]["decoder.output.weight"])
