@@ -166,6 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser(
+        "train-lm",
+        help="train a character LM on plain text (for --lm)",
+        description="Train a character LSTM LM on text files, one sentence per line.",
+    )
+    p.add_argument("--text", type=Path, nargs="+", required=True, help="training text files (UTF-8)")
+    p.add_argument("--out", type=Path, required=True, help="LM file to write (checkpoint: OUT.ckpt)")
+    p.add_argument("--dev", type=Path, nargs="+", default=[], help="held-out text for perplexity")
+    p.add_argument(
+        "--model",
+        type=Path,
+        help="speech model whose vocabulary the LM uses (default: the characters of the text)",
+    )
+    p.add_argument("--config", type=Path, help="YAML config; its lm section is used")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt when it exists")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    _add_set(p)
+    _add_common(p)
+
+    p = sub.add_parser(
         "config",
         help="print the resolved configuration as YAML",
         description="Show the configuration that a config file and overrides resolve to.",
@@ -284,6 +303,22 @@ def _run(args: argparse.Namespace) -> int:
         if len(result.problems) > 20:
             log.warning("... and %d more problems", len(result.problems) - 20)
         print(f"wrote {args.out}: {result.summary()}")
+    elif args.command == "train-lm":
+        from asr_s2s.config import load_config
+        from asr_s2s.device import resolve_device
+        from asr_s2s.lm import train_lm
+
+        config = load_config(args.config, args.overrides)
+        device = resolve_device(args.device)
+        vocab = None
+        if args.model is not None:
+            from asr_s2s.checkpoint import load_bundle
+
+            vocab = load_bundle(args.model).vocab
+        result = train_lm(
+            config, args.text, args.out, args.dev, vocab, args.resume, device, progress=progress
+        )
+        print(f"dev perplexity {result.dev_perplexity:.3f}  LM: {result.path}  ({result.steps} steps)")
     elif args.command == "config":
         import yaml
 

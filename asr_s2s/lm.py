@@ -465,7 +465,7 @@ def train_lm(
                 scheduler.step()
                 step, group, index, steps_here = step + 1, g, i + 1, steps_here + 1
                 tokens = int((targets != Vocabulary.pad_id).sum())
-                loss_sum, token_sum = loss_sum + float(loss) * tokens, token_sum + tokens
+                loss_sum, token_sum = loss_sum + float(loss.detach()) * tokens, token_sum + tokens
                 bar.update(1)
                 if step % cfg.log_every == 0:
                     bar.set_postfix(loss=f"{loss_sum / token_sum:.3f}", epoch=epoch + 1)
