@@ -20,7 +20,8 @@ def test_tiny_recipe_runs_every_stage(tmp_path: Path) -> None:
     exp, data = tmp_path / "exp", tmp_path / "data"
     done = subprocess.run(
         ["bash", "recipes/digits/run.sh", "--config", "recipes/digits/conf/tiny.yaml", "--exp", str(exp),
-         "--data", str(data), "--prepare-args", "--num-train 48 --num-dev 8 --num-test 8 --max-digits 2"],
+         "--data", str(data), "--prepare-args",
+         "--num-train 48 --num-dev 8 --num-test 8 --num-test-seen 6 --max-digits 2"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -30,6 +31,14 @@ def test_tiny_recipe_runs_every_stage(tmp_path: Path) -> None:
     assert "hypothesis:" in out and "reference:" in out
     summary = json.loads((exp / "eval_test" / "summary.json").read_text())
     assert summary["utterances"] == 8 and 0.0 <= summary["wer"]
+    assert json.loads((exp / "eval_seen" / "summary.json").read_text())["utterances"] == 6
+    # Trained on three speakers; the fourth is the unseen-speaker test.
+    def speakers(split: str) -> set[str]:
+        return {json.loads(line)["speaker"] for line in (data / f"{split}.jsonl").read_text().splitlines()}
+
+    assert speakers("test") == {"nicolas"}
+    assert speakers("train") == speakers("test_seen") == {"george", "jackson", "yweweler"}
+    assert "unseen speaker nicolas" in out and "seen speakers, unheard recordings" in out
     for name in ("training.png", "wer_by_length.png", "example.png"):
         assert (exp / "report" / name).stat().st_size > 1000
     assert (exp / "model.pt").is_file() and (exp / "last.pt").is_file()

@@ -2,8 +2,12 @@
 # Connected-digits recipe: prepare -> train -> evaluate -> transcribe a sample -> report.
 #
 #   bash recipes/digits/run.sh [--stage N] [--stop-stage N] [--config FILE] [--exp DIR] [--data DIR]
-#                              [--seed N] [--prepare-args "--num-train 600 ..."] [-- extra train args]
+#                              [--seed N] [--test-speaker NAME] [--prepare-args "--num-train 600 ..."]
+#                              [-- extra train args]
 #
+# Trains on three of the four FSDD speakers of ../shared (george, jackson, nicolas, yweweler) and
+# scores two tests: the held-out speaker (--test-speaker, all recordings: voices never heard) and
+# the training speakers' recordings 0-4 (seen voices, unheard recordings).
 # Stages: 0 prepare, 1 train, 2 evaluate, 3 transcribe a sample, 4 report. Training resumes from
 # EXP/last.pt, so re-running after an interruption continues where it stopped.
 set -euo pipefail
@@ -16,6 +20,11 @@ exp=exp/digits
 data=data/digits
 fsdd=${FSDD_DIR:-../shared/data/fsdd/recordings}
 seed=0
+speakers=george,jackson,nicolas,yweweler
+test_speaker=nicolas
+# The default config's data preparation options (RESULTS.md); --prepare-args come after these, so
+# they can override them.
+default_prepare_args=""
 prepare_args=""
 extra=()
 while [ $# -gt 0 ]; do
@@ -26,6 +35,7 @@ while [ $# -gt 0 ]; do
     --exp) exp=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
+    --test-speaker) test_speaker=$2; shift 2 ;;
     --prepare-args) prepare_args=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
@@ -37,15 +47,16 @@ SECONDS=0
 
 if run 0; then
   echo "== stage 0: prepare the connected-digits corpus in $data"
-  if [ -f "$data/test.jsonl" ]; then
+  split_args=(--speakers "$speakers" --test-speakers "$test_speaker")
+  if [ -f "$data/test_seen.jsonl" ]; then
     echo "$data already prepared"
   elif [ -d "$fsdd" ]; then
     # shellcheck disable=SC2086  # prepare_args is a list of options
-    python recipes/digits/prepare.py --fsdd-dir "$fsdd" --out "$data" $prepare_args
+    python recipes/digits/prepare.py --fsdd-dir "$fsdd" --out "$data" "${split_args[@]}" $default_prepare_args $prepare_args
   else
-    echo "$fsdd not found: downloading the pinned FSDD release"
+    echo "$fsdd not found: downloading the pinned FSDD release (every recording checked against its SHA-256)"
     # shellcheck disable=SC2086
-    python recipes/digits/prepare.py --out "$data" $prepare_args
+    python recipes/digits/prepare.py --out "$data" "${split_args[@]}" $default_prepare_args $prepare_args
   fi
 fi
 
@@ -65,8 +76,9 @@ if run 1; then
 fi
 
 if run 2; then
-  echo "== stage 2: evaluate on the test split"
+  echo "== stage 2: evaluate on the unseen speaker ($test_speaker) and on the seen speakers"
   $asr evaluate --model "$exp/model.pt" --manifest "$data/test.jsonl" --out "$exp/eval_test"
+  $asr evaluate --model "$exp/model.pt" --manifest "$data/test_seen.jsonl" --out "$exp/eval_seen"
 fi
 
 sample=$(python -c "import json,sys; r=json.loads(open(sys.argv[1]).readline()); print(r['id'])" "$data/test.jsonl")
@@ -87,16 +99,18 @@ if run 4; then
 fi
 
 echo "== done in ${SECONDS}s"
-if [ -f "$exp/eval_test/summary.json" ]; then
-  python - "$exp/eval_test/summary.json" <<'PY'
+if [ -f "$exp/eval_test/summary.json" ] && [ -f "$exp/eval_seen/summary.json" ]; then
+  python - "$exp/eval_seen/summary.json" "$exp/eval_test/summary.json" "$test_speaker" <<'PY'
 import json, sys
-s = json.load(open(sys.argv[1]))
-print(f"test WER {100 * s['wer']:.2f}%  CER {100 * s['cer']:.2f}%  "
-      f"(S/D/I {s['substitutions']}/{s['deletions']}/{s['insertions']}, {s['ref_words']} words, {s['utterances']} utterances)")
+for path, what in ((sys.argv[1], "seen speakers, unheard recordings"), (sys.argv[2], f"unseen speaker {sys.argv[3]}")):
+    s = json.load(open(path))
+    print(f"test WER {100 * s['wer']:6.2f}%  CER {100 * s['cer']:6.2f}%  {what} "
+          f"(S/D/I {s['substitutions']}/{s['deletions']}/{s['insertions']}, {s['ref_words']} words, {s['utterances']} utterances)")
 PY
 fi
 echo "sample: $sample_audio"
 [ -n "${hypothesis:-}" ] && echo "  hypothesis: $hypothesis"
 echo "  reference:  $reference"
 echo "model:  $exp/model.pt"
-echo "report: $exp/report (training.png, wer_by_length.png, example.png), $exp/eval_test/summary.json"
+echo "report: $exp/report (training.png, wer_by_length.png, example.png on the unseen speaker)"
+echo "scores: $exp/eval_seen/summary.json (seen speakers), $exp/eval_test/summary.json (unseen speaker)"
