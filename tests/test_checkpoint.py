@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import random_feats, tiny_model
 
 from asr_s2s.checkpoint import (
     FORMAT_VERSION,
@@ -307,3 +308,22 @@ def test_average_models_cli_writes_the_mean_and_refuses_another_model(
     assert err == f"asr-s2s: error: {tmp_path / 'other.pt'}: another model than {paths[0]} " \
         "(vocabulary or model config differ)\n"
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_model_normalization_travels_with_the_bundle_and_old_files_mean_global(tmp_path: Path) -> None:
+    feats, lens = random_feats([30, 12], 20)
+    feats = feats * 2.0 + 1.0
+    for mode in ("utterance", "utterance_mean", "global"):
+        model, config, vocab = tiny_model(model__normalization=mode)
+        model.set_normalization(torch.full((20,), 0.5), torch.full((20,), 2.0))
+        save_model(tmp_path / f"{mode}.pt", model, config, vocab)
+        loaded = load_bundle(tmp_path / f"{mode}.pt").model
+        assert loaded.cfg.normalization == mode
+        torch.testing.assert_close(loaded.normalize(feats, lens), model.normalize(feats, lens))
+    # A model file from before the option: its config has no model.normalization.
+    payload = load_file(tmp_path / "global.pt")
+    del payload["config"]["model"]["normalization"]
+    old = bundle_from_payload(payload).model
+    assert old.cfg.normalization == "global"
+    expected = (feats - 0.5) / 2.0 * (torch.arange(feats.shape[1])[None, :] < lens[:, None])[:, :, None]
+    torch.testing.assert_close(old.normalize(feats, lens), expected)

@@ -346,3 +346,66 @@ def test_model_imports_no_data_or_search_code() -> None:
     forbidden = ("asr_s2s.data", "asr_s2s.decoding", "asr_s2s.audio", "asr_s2s.features", "asr_s2s.train")
     assert not any(name.startswith(forbidden) for name in imported)
     assert not any(name.startswith(("torchaudio", "soundfile", "librosa")) for name in imported)
+
+
+def _real_frames(x: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+    return [x[i, :n] for i, n in enumerate(lengths)]
+
+
+def test_utterance_normalization_is_per_utterance_cmvn() -> None:
+    model = _model(normalization="utterance")
+    lengths = [40, 13, 26]
+    feats, lens = _batch(lengths)
+    feats = feats * 3.0 + torch.arange(N_MELS) * 0.5  # far from zero mean / unit variance
+    out = model.normalize(feats, lens)
+    for i, (frames, n) in enumerate(zip(_real_frames(out, lengths), lengths)):
+        reference = feats[i, :n].double().numpy()
+        expected = (reference - reference.mean(0)) / reference.std(0)  # numpy's population std
+        torch.testing.assert_close(frames.double(), torch.from_numpy(expected), atol=1e-5, rtol=1e-5)
+        assert bool((out[i, n:] == 0).all())
+
+
+def test_utterance_normalizations_ignore_padding_and_a_channel_offset() -> None:
+    for mode in ("utterance", "utterance_mean"):
+        model = _model(normalization=mode)
+        lengths = [40, 13, 26]
+        feats, lens = _batch(lengths)
+        garbage = feats.clone()
+        for i, n in enumerate(lengths):
+            garbage[i, n:] = 1e4  # whatever the padding holds never reaches the statistics
+        batched = model.normalize(garbage, lens)
+        # A fixed per-bin offset (a microphone's frequency response, in log-mel) cancels out.
+        shifted = model.normalize(garbage + torch.linspace(-3, 3, N_MELS), lens)
+        for i, n in enumerate(lengths):
+            alone = model.normalize(feats[i : i + 1, :n], lens[i : i + 1])[0]
+            torch.testing.assert_close(batched[i, :n], alone, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(shifted[i, :n], alone, atol=1e-4, rtol=1e-4)
+        tokens_in = _tokens(3, 6)
+        out = model(garbage, lens, tokens_in)
+        for i, n in enumerate(lengths):
+            alone = model(feats[i : i + 1, :n], lens[i : i + 1], tokens_in[i : i + 1])
+            torch.testing.assert_close(out.logits[i], alone.logits[0], atol=1e-5, rtol=0)
+
+
+def test_utterance_mean_keeps_the_global_std_and_global_is_unchanged() -> None:
+    lengths = [30, 12]
+    feats, lens = _batch(lengths)
+    mean_model = _model(normalization="utterance_mean")
+    out = mean_model.normalize(feats, lens)
+    for i, n in enumerate(lengths):
+        expected = (feats[i, :n] - feats[i, :n].mean(0)) / mean_model.feat_std
+        torch.testing.assert_close(out[i, :n], expected, atol=1e-5, rtol=1e-5)
+    global_model = _model()
+    assert global_model.cfg.normalization == "global"
+    expected = (feats - global_model.feat_mean) / global_model.feat_std * lengths_to_mask(lens)[:, :, None]
+    torch.testing.assert_close(global_model.normalize(feats, lens), expected)
+
+
+def test_stored_configs_without_normalization_load_as_global() -> None:
+    from asr_s2s.config import Config
+
+    data = Config().to_dict()
+    del data["model"]["normalization"]
+    del data["augment"]
+    config = Config.from_dict(data, strict=False)
+    assert config.model.normalization == "global" and not config.augment.waveform
