@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for the report files")
     p.add_argument("--beam-size", type=int, help="beam width (default: the model's decode.beam_size)")
     p.add_argument("--batch-size", type=int, help="utterances decoded together")
+    p.add_argument(
+        "--num-workers", type=int, default=2, help="processes reading audio and features (default 2)"
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     _add_common(p)
 
@@ -232,6 +235,7 @@ def _run(args: argparse.Namespace) -> int:
             beam_size=args.beam_size,
             batch_size=args.batch_size,
             progress=progress,
+            num_workers=args.num_workers,
         )
         print(report.table())
     elif args.command == "transcribe":

@@ -151,6 +151,15 @@ def iter_manifest_offsets(
     on_error: Callable[[ManifestError], None] | None = None,
 ) -> Iterator[tuple[int, Utterance]]:
     """As :func:`iter_manifest`, with the byte offset of each utterance's line in the file."""
+    for start, _, utt in iter_manifest_lines(path, on_error):
+        yield start, utt
+
+
+def iter_manifest_lines(
+    path: str | Path,
+    on_error: Callable[[ManifestError], None] | None = None,
+) -> Iterator[tuple[int, str, Utterance]]:
+    """As :func:`iter_manifest`, with each utterance's byte offset and line (to keep every field)."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(path, "no such manifest file" if not path.exists() else "not a file")
@@ -178,7 +187,7 @@ def iter_manifest_offsets(
                     raise
                 on_error(err)
                 continue
-            yield start, utt
+            yield start, line, utt
 
 
 def read_manifest(

@@ -8,6 +8,7 @@ files in :mod:`asr_s2s.metrics_logger`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -25,11 +26,11 @@ from tqdm import tqdm
 from asr_s2s.augment import spec_augment_scale
 from asr_s2s.checkpointer import Checkpointer
 from asr_s2s.config import Config
-from asr_s2s.data import Batch, BucketBatchSampler, collate, num_frames
-from asr_s2s.decoding import greedy_search
+from asr_s2s.data import Batch, BucketBatchSampler, num_frames
+from asr_s2s.decoding import decode
 from asr_s2s.distributed import any_rank, init_distributed
 from asr_s2s.errors import AsrError, TrainingError
-from asr_s2s.evaluate import score
+from asr_s2s.evaluate import decode_dataset, score
 from asr_s2s.features import SpecAugment
 from asr_s2s.loss import cross_entropy, ctc_loss, teacher_forcing_io
 from asr_s2s.metrics_logger import MetricsLogger
@@ -282,7 +283,8 @@ class Trainer:
     # ---- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate_dev(self) -> dict[str, float]:
-        """Teacher-forced dev loss (no smoothing) and greedy WER/CER over the dev set."""
+        """Teacher-forced dev loss (no smoothing) and greedy WER/CER over the dev set, through the
+        evaluator of :mod:`asr_s2s.evaluate` (an unreadable utterance scores as an empty hypothesis)."""
         self.model.eval()
         sampler = BucketBatchSampler(
             [num_frames(u.duration, self.config.features.hop_ms) for u in self.dev_set.utterances],
@@ -290,26 +292,37 @@ class Trainer:
             shuffle=False,
             max_utt_frames=10**9,
         )
-        refs, hyps = [], []
-        total_loss, total_tokens = 0.0, 0
-        for indices in sampler:
-            batch = collate([self.dev_set[i] for i in indices]).to(self.device)
-            for utt_id, error in batch.errors:
-                self.bad.add(utt_id, error)
-            if len(batch) == 0:
-                continue
+        totals = {"loss": 0.0, "tokens": 0}
+
+        def add_loss(batch: Batch) -> None:
             inputs, labels = teacher_forcing_io(batch.tokens, batch.token_lens)
             out = self.model(batch.feats, batch.feat_lens, inputs)
             n = int((labels != Vocabulary.pad_id).sum())
-            total_loss += float(cross_entropy(out.logits, labels)) * n
-            total_tokens += n
-            for i, ids in zip(
-                batch.indices, greedy_search(self.model, batch.feats, batch.feat_lens, self.config.decode)
-            ):
-                refs.append(self.dev_set.utterances[i].text)
-                hyps.append(self.vocab.decode(ids))
-        result = score(refs, hyps)
-        return {"dev_loss": total_loss / max(1, total_tokens), "dev_wer": result.wer, "dev_cer": result.cer}
+            totals["loss"] += float(cross_entropy(out.logits, labels)) * n
+            totals["tokens"] += n
+
+        greedy = dataclasses.replace(self.config.decode, beam_size=1)
+
+        def decode_fn(feats: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+            return [self.vocab.decode(ids) for ids in decode(self.model, feats, lengths, greedy)]
+
+        decoded = decode_dataset(
+            self.dev_set,
+            sampler.batches(),
+            decode_fn,
+            self.device,
+            num_workers=self.loader.num_workers,
+            on_batch=add_loss,
+        )
+        for i, error in decoded.errors.items():
+            self.bad.add(self.dev_set.utterances[i].id, error)
+        refs = [u.text for u in self.dev_set.utterances]
+        result = score(refs, decoded.hypotheses)
+        return {
+            "dev_loss": totals["loss"] / max(1, totals["tokens"]),
+            "dev_wer": result.wer,
+            "dev_cer": result.cer,
+        }
 
     # ---- the loop ------------------------------------------------------------------------------
     def _request_stop(self, signum: int, frame: Any) -> None:

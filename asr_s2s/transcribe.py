@@ -380,7 +380,6 @@ class Transcriber:
 
         They are decoded in batches of similar length (longest first) and not split at silences.
         """
-        cfg = self.decode_config(beam_size)
         size = self.batch_size(batch_size)
         order = sorted(range(len(waves)), key=lambda i: -len(waves[i]))
         texts = [""] * len(waves)
@@ -388,9 +387,19 @@ class Transcriber:
             index = order[start : start + size]
             feats = [self.extractor(torch.as_tensor(waves[i]).to(self.device)) for i in index]
             padded, lengths = pad_features(feats)
-            for i, ids in zip(index, decode(self.model, padded, lengths.to(self.device), cfg)):
-                texts[i] = self.vocab.decode(ids)
+            for i, text in zip(index, self.decode_features(padded, lengths, beam_size)):
+                texts[i] = text
         return texts
+
+    @torch.inference_mode()
+    def decode_features(
+        self, feats: torch.Tensor, lengths: torch.Tensor, beam_size: int | None = None
+    ) -> list[str]:
+        """Texts of a padded batch of log-mels ``(batch, time, n_mels)`` with lengths ``(batch,)``
+        (as :class:`asr_s2s.data.AsrDataset` computes them), decoded as one batch."""
+        cfg = self.decode_config(beam_size)
+        ids = decode(self.model, feats.to(self.device), lengths.to(self.device), cfg)
+        return [self.vocab.decode(seq) for seq in ids]
 
     def _open(
         self, audio: AudioInput, sample_rate: int | None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import jiwer
@@ -15,8 +14,11 @@ from conftest import build_manifest, sine, write_audio
 
 from asr_s2s.checkpoint import load_bundle
 from asr_s2s.cli import main
+from asr_s2s.data import AsrDataset
 from asr_s2s.errors import ManifestError
 from asr_s2s.evaluate import Report, evaluate_manifest, score
+from asr_s2s.features import LogMel
+from asr_s2s.manifest import read_manifest
 from asr_s2s.text import normalize
 from asr_s2s.transcribe import Transcriber, load_model
 
@@ -24,21 +26,22 @@ SR = 16000
 
 
 class Scripted(Transcriber):
-    """A transcriber whose hypotheses are scripted by waveform length (samples)."""
+    """A transcriber whose hypotheses are scripted by the length of the audio (samples at 16 kHz),
+    and which keeps the features it was given."""
 
     def __init__(self, model_path: Path, script: dict[int, str]) -> None:
         super().__init__(load_bundle(model_path), "cpu", model_path=model_path)
-        self.script = script
+        hop = self.config.features.hop_ms * SR // 1000
+        self.script = {1 + samples // hop: text for samples, text in script.items()}  # by frames
         self.calls: list[int] = []
+        self.seen: list[torch.Tensor] = []
 
-    def decode(
-        self,
-        waves: Sequence[np.ndarray | torch.Tensor],
-        beam_size: int | None = None,
-        batch_size: int | None = None,
+    def decode_features(
+        self, feats: torch.Tensor, lengths: torch.Tensor, beam_size: int | None = None
     ) -> list[str]:
-        self.calls.append(len(waves))
-        return [self.script[len(w)] for w in waves]
+        self.calls.append(len(lengths))
+        self.seen += [f[:n] for f, n in zip(feats, lengths.tolist())]
+        return [self.script[n] for n in lengths.tolist()]
 
 
 def scripted_manifest(folder: Path, refs: list[str], extra: dict | None = None) -> tuple[Path, list[int]]:
@@ -148,6 +151,51 @@ def test_offsets_select_part_of_a_file(tmp_path: Path, tiny_model_path: Path) ->
     transcriber = Scripted(tiny_model_path, {4000: "one", 8000: "six"})
     report = evaluate_manifest(transcriber, manifest, tmp_path / "out", progress=False)
     assert report.wer == pytest.approx(0.5) and audio.is_file()
+
+
+def test_audio_extent_is_the_segment_training_reads(tmp_path: Path, tiny_model_path: Path) -> None:
+    # A 2 s file whose second half is another tone: a line with offset 0 and a shorter duration
+    # is the segment [0, duration], as in training (AsrDataset.load_features), not the whole file.
+    write_audio(tmp_path / "long.wav", np.concatenate([sine(300, 1.0), sine(2000, 1.0)]))
+    lines = [
+        {"audio_filepath": "long.wav", "duration": 0.5, "text": "one", "id": "a"},
+        {"audio_filepath": "long.wav", "offset": 0.25, "duration": 1.5, "text": "two", "id": "b"},
+        {"audio_filepath": "long.wav", "offset": 1.25, "duration": 0.75, "text": "three", "id": "c"},
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    transcriber = Scripted(tiny_model_path, {8000: "one", 24000: "two", 12000: "three"})
+    report = evaluate_manifest(transcriber, manifest, tmp_path / "out", batch_size=1, progress=False)
+    assert report.wer == 0.0
+    training = AsrDataset(read_manifest(manifest), transcriber.vocab, LogMel(transcriber.config.features))
+    by_length = {len(f): f for f in transcriber.seen}
+    for i in range(3):
+        expected = training.load_features(i)
+        torch.testing.assert_close(by_length[len(expected)], expected)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["audio_seconds"] == pytest.approx(0.5 + 1.5 + 0.75)
+
+
+def test_parallel_audio_loading_gives_the_same_report(tmp_path: Path, tiny_model_path: Path) -> None:
+    manifest = build_manifest(tmp_path / "data", ["one", "two", "three", "four"], [0.3, 0.5, 0.4, 0.6])
+    transcriber = load_model(tiny_model_path, device="cpu")
+    texts = []
+    for workers in (0, 2):
+        out = tmp_path / f"out{workers}"
+        evaluate_manifest(transcriber, manifest, out, batch_size=2, num_workers=workers, progress=False)
+        texts.append((out / "predictions.jsonl").read_text())
+    assert texts[0] == texts[1]
+
+
+def test_alignment_file_renders_jiwers_alignment(scripted_report: tuple[Report, Scripted, Path]) -> None:
+    report, _, _ = scripted_report
+    alignment = (report.out_dir / "alignment.txt").read_text()
+    # jiwer's own rendering of the same pair, for the block's three lines.
+    words = jiwer.process_words(["six seven"], ["six"])
+    reference = jiwer.visualize_alignment(words, show_measures=False).splitlines()[2:5]
+    block = alignment.split("=== utt002 ===\n\n")[1].splitlines()[:3]
+    assert [line.rstrip() for line in block] == [line.rstrip() for line in reference]
+    assert "=== SUMMARY ===" in alignment and "substitutions=1 deletions=1 insertions=0 hits=5" in alignment
 
 
 @pytest.mark.parametrize(

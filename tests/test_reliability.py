@@ -349,7 +349,7 @@ def test_empty_and_missing_manifests_on_the_command_line(
     for audio in (train_manifest.parent / "audio").iterdir():
         audio.write_text("not audio")
     assert main(train_args(train_manifest, dev, tmp_path / "exp")) == 1
-    assert one_error_line(capsys) == "asr-s2s: error: none of the 8 training utterances could be read"
+    assert one_error_line(capsys) == "asr-s2s: error: none of the 8 sampled training utterances could be read"
 
 
 def test_evaluate_accepts_characters_outside_the_vocabulary(
