@@ -24,7 +24,7 @@ from asr_s2s.audio import load_audio
 from asr_s2s.augment import Augmenter
 from asr_s2s.config import FeatureConfig
 from asr_s2s.errors import AsrError, AudioError, ManifestError, TrainingError
-from asr_s2s.features import LogMel, RunningStats
+from asr_s2s.features import LogMel, RunningStats, pad_features
 from asr_s2s.manifest import Utterance, iter_manifest_offsets, parse_line
 from asr_s2s.text import Vocabulary
 
@@ -390,15 +390,6 @@ def manifest_stats(
     dataset = AsrDataset(utterances, Vocabulary.build([]), LogMel(features))
     mean, std = normalization_stats(dataset, max_utterances, seed, num_workers)
     return mean, std, len(sample_indices(len(dataset), max_utterances, seed))
-
-
-def pad_features(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack ``(frames_i, n_mels)`` matrices into zero-padded ``(batch, time, n_mels)`` plus lengths."""
-    lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
-    out = feats[0].new_zeros(len(feats), int(lengths.max()), feats[0].shape[1])
-    for i, f in enumerate(feats):
-        out[i, : f.shape[0]] = f
-    return out, lengths
 
 
 def collate(examples: Sequence[Example], pad_id: int = Vocabulary.pad_id) -> Batch:

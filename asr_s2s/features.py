@@ -1,10 +1,10 @@
-"""Log-mel features, global normalization statistics and SpecAugment."""
+"""Log-mel features, padding them into batches, global normalization statistics and SpecAugment."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,12 @@ class LogMel(torch.nn.Module):
     @torch.no_grad()
     def forward(self, wave: torch.Tensor, filterbank: torch.Tensor | None = None) -> torch.Tensor:
         """``filterbank`` ``(n_fft // 2 + 1, n_mels)`` replaces the mel filterbank (VTLP, asr_s2s.augment)."""
-        if filterbank is None:
-            mel = self.mel(wave.float())
-        else:
-            mel = (self.mel.spectrogram(wave.float()).transpose(-1, -2) @ filterbank).transpose(-1, -2)
-        return torch.log(mel.clamp_min(self.cfg.log_floor)).transpose(-1, -2).contiguous()
+        return self.log_mel(self.mel.spectrogram(wave.float()), filterbank)
+
+    def log_mel(self, power: torch.Tensor, filterbank: torch.Tensor | None = None) -> torch.Tensor:
+        """Power spectrogram ``(..., n_fft // 2 + 1, frames)`` -> log-mel ``(..., frames, n_mels)``."""
+        bank = self.mel.mel_scale.fb if filterbank is None else filterbank
+        return torch.log((power.transpose(-1, -2) @ bank).clamp_min(self.cfg.log_floor)).contiguous()
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for a waveform of ``num_samples``."""
@@ -144,3 +145,12 @@ class SpecAugment(torch.nn.Module):
                 spec = torchaudio.functional.mask_along_axis(spec, time_width, fill, 2, p=self.time.p)
             out[i, :length] = spec.squeeze(0).transpose(0, 1)
         return out
+
+
+def pad_features(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(frames_i, n_mels)`` matrices into zero-padded ``(batch, time, n_mels)`` plus lengths."""
+    lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
+    out = feats[0].new_zeros(len(feats), int(lengths.max()), feats[0].shape[1])
+    for i, f in enumerate(feats):
+        out[i, : f.shape[0]] = f
+    return out, lengths
