@@ -122,11 +122,11 @@ NOISE_COLORS = ("white", "pink", "brown")
 class AugmentConfig:
     """On-the-fly training augmentation (asr_s2s.augment); every ``*_prob`` 0 means off (the default).
 
-    The waveform methods (speed, tempo, reverb, noise) and VTLP run per training utterance in the
-    DataLoader workers, in that order, each with its probability, drawn from (train.seed, epoch,
-    utterance index). The SpecAugment schedule scales ``features.*_mask_width`` (with
-    ``train.spec_augment`` on) from 0 at ``specaug_start_step`` to full width
-    ``specaug_ramp_steps`` later.
+    Speed, reverb and noise (on the waveform), tempo (on its STFT) and VTLP (on the mel filterbank)
+    run per training utterance in the DataLoader workers, in that order, each with its probability,
+    drawn from (train.seed, epoch, utterance index). The SpecAugment schedule scales
+    ``features.*_mask_width`` (with ``train.spec_augment`` on) from 0 at ``specaug_start_step`` to
+    full width ``specaug_ramp_steps`` later.
     """
 
     speed_prob: float = 0.0
@@ -177,6 +177,8 @@ class DecodeConfig:
     max_len_ratio: float = 1.0
     max_len_offset: int = 10
     batch_size: int = 32
+    # Longer inputs are split at silences into chunks of at most this many seconds (transcribe).
+    max_chunk_seconds: float = 20.0
     ctc_weight: float = 0.0
     lm_weight: float = 0.0
     length_bonus: float = 0.0
@@ -379,7 +381,8 @@ def validate(config: Config) -> None:
             t.schedule in ("cosine", "noam", "plateau", "constant"),
             "train.schedule must be cosine, noam, plateau or constant",
         ),
-        (0.0 <= t.ctc_weight < 1.0, "train.ctc_weight must be in [0, 1)"),
+        # 1.0 trains the encoder with CTC alone (decode it with decode.ctc_weight=1.0).
+        (0.0 <= t.ctc_weight <= 1.0, "train.ctc_weight must be in [0, 1]"),
         (0.0 <= t.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (f.n_mels > 0 and f.sample_rate > 0, "features.n_mels and features.sample_rate must be positive"),
         (f.win_length <= f.n_fft, "features.win_ms is longer than features.n_fft samples"),
@@ -417,6 +420,7 @@ def validate(config: Config) -> None:
         ),
         (config.decode.beam_size >= 1, "decode.beam_size must be >= 1"),
         (config.decode.batch_size >= 1, "decode.batch_size must be >= 1"),
+        (config.decode.max_chunk_seconds >= 1.0, "decode.max_chunk_seconds must be >= 1"),
         (0.0 <= config.decode.ctc_weight <= 1.0, "decode.ctc_weight must be in [0, 1]"),
         (
             min(config.lm.embedding_dim, config.lm.hidden, config.lm.layers, config.lm.batch_chars) >= 1,

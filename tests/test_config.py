@@ -203,7 +203,7 @@ def test_from_dict_missing_keys_take_defaults() -> None:
         ("model.attention=bahdanau", "model.attention"),
         ("model.attention_dim=0", "model.attention_dim"),
         ("train.schedule=linear", "train.schedule"),
-        ("train.ctc_weight=1.0", "train.ctc_weight"),
+        ("train.ctc_weight=1.5", "train.ctc_weight"),
         ("train.ctc_weight=-0.1", "train.ctc_weight"),
         ("train.label_smoothing=1", "train.label_smoothing"),
         ("model.stack_frames=0", "model.stack_frames"),

@@ -208,6 +208,27 @@ def test_max_steps_stops_mid_epoch(corpus: tuple[Path, Path], tmp_path: Path) ->
     assert load_file(tmp_path / "exp" / "last.pt")["step"] == 3
 
 
+def test_ctc_only_training_leaves_the_decoder_untouched(corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    """train.ctc_weight=1.0: the loss is the CTC head's alone, so the decoder keeps its initial
+    weights (no weight decay here) while the encoder learns; dev is scored with the CTC search
+    (decode.ctc_weight=1.0)."""
+    train_manifest, dev = corpus
+    config = tiny_config(
+        train__max_steps=3, train__max_frames=120, train__ctc_weight=1.0, train__weight_decay=0.0
+    )
+    config.decode.ctc_weight = 1.0
+    trainer = Trainer(config, train_manifest, dev, tmp_path / "exp", progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.state_dict()
+    decoder = [k for k in before if k.startswith("decoder.")]
+    encoder = [k for k in before if k.startswith("encoder.lstm.")]
+    assert decoder and encoder
+    assert all(torch.equal(before[k], after[k]) for k in decoder)
+    assert any(not torch.equal(before[k], after[k]) for k in encoder + ["ctc_head.weight"])
+    assert 0.0 <= trainer.history[-1]["dev_cer"]
+
+
 def test_unreadable_audio_is_skipped_or_fatal_with_strict(corpus: tuple[Path, Path], tmp_path: Path) -> None:
     train_manifest, dev = corpus
     (train_manifest.parent / "audio" / "utt005.wav").write_text("not audio")
