@@ -322,7 +322,7 @@ class Seq2Seq(nn.Module):
 
     The normalization (``model.normalization``, see :meth:`normalize`) is part of the model, so
     training, evaluation and transcription apply the same one. The CTC head is a training aid on the
-    encoder outputs; decoding never uses it.
+    encoder outputs, and a scorer of beam search with ``decode.ctc_weight`` (asr_s2s.scorers).
     """
 
     def __init__(self, cfg: ModelConfig, n_mels: int, vocab_size: int, ctc: bool = False) -> None:
