@@ -196,11 +196,14 @@ def build_training_data(
     dev_utts, bad_dev = read_training_manifest(dev_manifest, strict)
     if t.dev_max_utts:
         dev_utts = dev_utts[: t.dev_max_utts]
+    # A vocabulary built from the training texts holds all their characters: only the dev texts (and,
+    # with a given vocabulary, the training texts) can have unknown ones. Each pass parses every line.
+    checked = chain(train_utts, dev_utts) if vocab is not None else dev_utts
     if vocab is None:
         vocab = Vocabulary.build(u.text for u in train_utts)
     train_set = make_dataset(train_utts, vocab, extractor, config)
     dev_set = make_dataset(dev_utts, vocab, extractor, config)
-    unknown = note_unknown_chars(vocab, chain(train_utts, dev_utts))
+    unknown = note_unknown_chars(vocab, checked)
     hours = float(durations_of(train_utts).sum() + durations_of(dev_utts).sum()) / 3600
     if use_feature_cache(t.cache_features, hours, t.cache_max_hours, config.features.n_mels):
         if config.augment.waveform:
