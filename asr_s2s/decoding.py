@@ -77,32 +77,42 @@ def beam_search(
     return search(scorers, feats.shape[0], max_output_lengths(enc.lengths, cfg).tolist(), cfg)
 
 
+def check_search(model: Seq2Seq, cfg: DecodeConfig, lm: CharLM | None = None) -> None:
+    """Raise :class:`ConfigError` for search settings that cannot run: a CTC weight outside [0, 1] or
+    without a CTC head, an LM weight without an LM, an LM over another vocabulary, or an LM given
+    with ``lm_weight`` 0 (it would be ignored)."""
+    if not 0.0 <= cfg.ctc_weight <= 1.0:
+        raise ConfigError(f"decode.ctc_weight must be in [0, 1], got {cfg.ctc_weight}")
+    if cfg.ctc_weight > 0.0 and model.ctc_head is None:
+        raise ConfigError(
+            "decode.ctc_weight > 0 needs a CTC head, and this model has none "
+            "(trained with train.ctc_weight=0)"
+        )
+    if lm is None:
+        if cfg.lm_weight != 0.0:
+            raise ConfigError("decode.lm_weight is set but no language model was given (--lm FILE)")
+        return
+    if cfg.lm_weight == 0.0:
+        raise ConfigError("a language model was given but decode.lm_weight is 0: set it (--lm-weight W)")
+    if lm.vocab_size != model.vocab_size:
+        raise ConfigError(
+            f"the language model has {lm.vocab_size} tokens and the model {model.vocab_size}: "
+            "train the LM with the model's vocabulary (asr-s2s train-lm --model MODEL)"
+        )
+
+
 def weighted_scorers(
     model: Seq2Seq, enc: EncoderOutput, cfg: DecodeConfig, lm: CharLM | None = None
 ) -> list[tuple[float, Scorer]]:
     """The scorers with a nonzero weight: decoder ``1 - cfg.ctc_weight``, the CTC head's prefix
-    scores ``cfg.ctc_weight``, ``lm`` with ``cfg.lm_weight``. Raises :class:`ConfigError` for a
-    weight whose scorer is missing (no CTC head, no LM) and for an LM over another vocabulary."""
-    if not 0.0 <= cfg.ctc_weight <= 1.0:
-        raise ConfigError(f"decode.ctc_weight must be in [0, 1], got {cfg.ctc_weight}")
+    scores ``cfg.ctc_weight``, ``lm`` with ``cfg.lm_weight`` (checked by :func:`check_search`)."""
+    check_search(model, cfg, lm if cfg.lm_weight else None)
     scorers: list[tuple[float, Scorer]] = []
     if cfg.ctc_weight < 1.0:
         scorers.append((1.0 - cfg.ctc_weight, DecoderScorer(model, enc)))
     if cfg.ctc_weight > 0.0:
-        if model.ctc_head is None:
-            raise ConfigError(
-                "decode.ctc_weight > 0 needs a CTC head, and this model has none "
-                "(trained with train.ctc_weight=0)"
-            )
         scorers.append((cfg.ctc_weight, CTCPrefixScorer.from_model(model, enc)))
-    if cfg.lm_weight != 0.0:
-        if lm is None:
-            raise ConfigError("decode.lm_weight is set but no language model was given (--lm FILE)")
-        if lm.vocab_size != model.vocab_size:
-            raise ConfigError(
-                f"the language model has {lm.vocab_size} tokens and the model {model.vocab_size}: "
-                "train the LM with the model's vocabulary (asr-s2s train-lm --model MODEL)"
-            )
+    if cfg.lm_weight != 0.0 and lm is not None:
         scorers.append((cfg.lm_weight, LMScorer(lm, enc.outputs.shape[0], enc.outputs.device)))
     return scorers
 
