@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, help="write one file per input here (default: print to stdout)")
     p.add_argument("--beam-size", type=int, help="beam width (default: the model's decode.beam_size)")
     p.add_argument("--batch-size", type=int, help="segments decoded together")
+    p.add_argument(
+        "--max-chunk-seconds",
+        type=float,
+        help="longest piece decoded at once, split at silences (default: decode.max_chunk_seconds)",
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     _add_common(p)
 
@@ -243,7 +248,9 @@ def _run(args: argparse.Namespace) -> int:
         from asr_s2s.transcribe import load_model
         from asr_s2s.writers import transcribe_files
 
-        model = load_model(args.model, device=resolve_device(args.device))
+        model = load_model(
+            args.model, device=resolve_device(args.device), max_chunk_seconds=args.max_chunk_seconds
+        )
         transcribe_files(
             model,
             args.inputs,

@@ -10,9 +10,18 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
-from conftest import sine, write_audio
+from conftest import noise, sine, write_audio
 
-from asr_s2s.audio import audio_info, load_audio, resample, to_mono
+from asr_s2s.audio import (
+    StreamResampler,
+    array_blocks,
+    as_mono,
+    audio_info,
+    load_audio,
+    read_blocks,
+    resample,
+    to_mono,
+)
 from asr_s2s.errors import AsrError, AudioError
 
 
@@ -194,3 +203,51 @@ def test_real_fsdd_recording_is_resampled() -> None:
     raw, _ = sf.read(str(path), dtype="float32")
     assert len(out) == 2 * frames
     torch.testing.assert_close(out, AF.resample(torch.from_numpy(raw), 8000, 16000), atol=1e-5, rtol=0)
+
+
+# ---- streaming: blocks of long files, resampled piece by piece ---------------------------------
+
+SR = 16000
+
+
+def test_stream_resampler_matches_whole_signal() -> None:
+    rng = np.random.default_rng(0)
+    for orig, new, step in [(44100, 16000, 12345), (8000, 16000, 777), (48000, 16000, 4800)]:
+        x = rng.standard_normal(orig * 2 + 13).astype(np.float32)
+        whole = resample(torch.from_numpy(x), orig, new).numpy()
+        stream = StreamResampler(orig, new)
+        pieces = [stream.push(x[i : i + step]) for i in range(0, len(x), step)] + [stream.flush()]
+        np.testing.assert_allclose(np.concatenate(pieces), whole, atol=1e-5)
+
+
+def test_read_blocks_matches_load_audio(tmp_path: Path) -> None:
+    stereo = np.stack([noise(3.0, 44100, seed=1), sine(700, 3.0, 44100, amp=0.3)], axis=1)
+    path = write_audio(tmp_path / "long.flac", stereo, 44100)
+    blocks = list(read_blocks(path, SR, block_seconds=0.7))
+    assert len(blocks) > 3
+    np.testing.assert_allclose(np.concatenate(blocks), load_audio(path, SR)[0].numpy(), atol=1e-5)
+
+
+def test_array_blocks_match_resampling_whole() -> None:
+    x = noise(3.3, 44100, seed=2)
+    whole = resample(torch.from_numpy(x), 44100, SR).numpy()
+    for block_seconds in (0.5, 10.0):
+        blocks = list(array_blocks(x, 44100, SR, block_seconds=block_seconds))
+        assert (len(blocks) > 3) == (block_seconds == 0.5)
+        np.testing.assert_allclose(np.concatenate(blocks), whole, atol=1e-5)
+
+
+def test_as_mono_layouts_and_integer_pcm() -> None:
+    left, right = sine(300, 0.1), sine(500, 0.1, amp=0.2)
+    mono = (left + right) / 2
+    both = np.stack([left, right])
+    for wave in (both, both.T, torch.from_numpy(both)):
+        np.testing.assert_allclose(as_mono(wave), mono, atol=1e-7)
+    pcm = np.array([-32768, 0, 16384, 32767], dtype=np.int16)
+    np.testing.assert_allclose(as_mono(pcm), pcm / 32768.0, atol=1e-4)
+    assert as_mono(np.array([0, 128, 255], dtype=np.uint8))[1] == 0.0
+    for bad, match in [(np.zeros(0), "no audio"), (np.array([0.0, np.nan]), "NaN")]:
+        with pytest.raises(AudioError, match=match):
+            as_mono(bad)
+    with pytest.raises(ValueError, match="dimensions"):
+        as_mono(np.zeros((2, 2, 2)))

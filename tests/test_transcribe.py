@@ -14,17 +14,12 @@ import torch
 from conftest import fsdd_files, noise, sine, tiny_model, write_audio
 
 import asr_s2s
-from asr_s2s.audio import load_audio, resample
+import asr_s2s.audio as audio_module
+from asr_s2s.audio import load_audio
 from asr_s2s.checkpoint import ModelBundle, atomic_save, bundle_payload, load_file, rng_state
 from asr_s2s.cli import main
-from asr_s2s.errors import AudioError
-from asr_s2s.transcribe import (
-    StreamResampler,
-    Transcriber,
-    Transcription,
-    load_model,
-    read_blocks,
-)
+from asr_s2s.errors import AudioError, ConfigError
+from asr_s2s.transcribe import Transcriber, Transcription, load_model
 from asr_s2s.writers import transcribe_files
 
 # The package re-exports the function `transcribe` under the module's name, as whisper does.
@@ -107,24 +102,6 @@ def test_package_api_in_a_fresh_interpreter(tmp_path: Path, tiny_model_path: Pat
     assert done.stdout.strip() == "Transcription"
 
 
-def test_stream_resampler_matches_whole_signal() -> None:
-    rng = np.random.default_rng(0)
-    for orig, new, step in [(44100, 16000, 12345), (8000, 16000, 777), (48000, 16000, 4800)]:
-        x = rng.standard_normal(orig * 2 + 13).astype(np.float32)
-        whole = resample(torch.from_numpy(x), orig, new).numpy()
-        stream = StreamResampler(orig, new)
-        pieces = [stream.push(x[i : i + step]) for i in range(0, len(x), step)] + [stream.flush()]
-        np.testing.assert_allclose(np.concatenate(pieces), whole, atol=1e-5)
-
-
-def test_read_blocks_matches_load_audio(tmp_path: Path) -> None:
-    stereo = np.stack([noise(3.0, 44100, seed=1), sine(700, 3.0, 44100, amp=0.3)], axis=1)
-    path = write_audio(tmp_path / "long.flac", stereo, 44100)
-    blocks = list(read_blocks(path, SR, block_seconds=0.7))
-    assert len(blocks) > 3
-    np.testing.assert_allclose(np.concatenate(blocks), load_audio(path, SR)[0].numpy(), atol=1e-5)
-
-
 def test_real_fsdd_recordings(transcriber: Transcriber) -> None:
     files = fsdd_files("[0-2]_jackson_0.wav")
     results = transcribe_files(transcriber, files, progress=False)
@@ -190,7 +167,7 @@ def test_blocks_do_not_change_the_chunks(monkeypatch: pytest.MonkeyPatch, transc
     for start in np.arange(1.0, 38.0, 3.3):
         wave[int(start * SR) : int(start * SR) + len(burst)] += burst
     one_block = [(s, e) for s, e, _ in transcriber.chunks(wave, sample_rate=SR)]
-    monkeypatch.setattr(transcribe_module, "BLOCK_SECONDS", 5.0)
+    monkeypatch.setattr(audio_module, "BLOCK_SECONDS", 5.0)
     small_blocks = [(s, e) for s, e, _ in transcriber.chunks(wave, sample_rate=SR)]
     assert len(one_block) == 12
     assert small_blocks == one_block
@@ -202,12 +179,37 @@ def test_silence_gives_no_segments(transcriber: Transcriber) -> None:
         assert result.text == "" and result.segments == [] and result.duration == pytest.approx(30.0)
 
 
-def test_chunk_limit_follows_the_training_limit() -> None:
-    for max_duration, expected in [(30.0, 20.0), (8.0, 8.0), (0.5, 1.0)]:
-        model, config, vocab = tiny_model(train__max_duration=max_duration)
-        assert Transcriber(ModelBundle(model, config, vocab), "cpu").max_chunk_seconds == expected
-    with pytest.raises(ValueError, match="max_chunk_seconds"):
-        Transcriber(ModelBundle(model, config, vocab), "cpu", max_chunk_seconds=0.5)
+def test_chunk_limit_is_the_decode_option_not_the_training_limit() -> None:
+    for max_duration, chunk in [(30.0, 20.0), (8.0, 3.5), (0.5, 12.0)]:
+        model, config, vocab = tiny_model(train__max_duration=max_duration, decode__max_chunk_seconds=chunk)
+        assert Transcriber(ModelBundle(model, config, vocab), "cpu").max_chunk_seconds == chunk
+    bundle = ModelBundle(model, config, vocab)
+    assert Transcriber(bundle, "cpu", max_chunk_seconds=4.0).max_chunk_seconds == 4.0
+    with pytest.raises(ConfigError, match="max_chunk_seconds"):
+        Transcriber(bundle, "cpu", max_chunk_seconds=0.5)
+
+
+def test_iter_transcriptions_is_a_pure_generator(tmp_path: Path, transcriber: Transcriber) -> None:
+    # Results arrive in order, one per input, each as soon as it is complete; a failure in the
+    # middle does not disturb the others, and two interleaved generators do not share state.
+    good = [write_audio(tmp_path / f"{i}.wav", sine(300 + 100 * i, 0.5 + 0.2 * i)) for i in range(3)]
+    inputs = [good[0], tmp_path / "missing.wav", good[1], good[2]]
+    first = transcriber.iter_transcriptions(inputs, batch_size=2)
+    second = transcriber.iter_transcriptions(list(reversed(inputs)), batch_size=2)
+    a, b = [], []
+    for _ in inputs:
+        a.append(next(first))
+        b.append(next(second))
+    assert [type(r).__name__ for r in a] == ["Transcription", "AudioError", "Transcription", "Transcription"]
+    assert [r.audio_path if isinstance(r, Transcription) else None for r in a] == [
+        str(good[0]), None, str(good[1]), str(good[2])
+    ]
+    assert [r.text if isinstance(r, Transcription) else str(r) for r in b[::-1]] == [
+        r.text if isinstance(r, Transcription) else str(r) for r in a
+    ]
+    assert [r.text for r in a if isinstance(r, Transcription)] == transcriber.decode(
+        [load_audio(p, SR)[0].numpy() for p in good]
+    )
 
 
 def test_continuous_sound_is_cut_to_the_chunk_limit(tiny_model_path: Path) -> None:

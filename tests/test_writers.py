@@ -7,6 +7,7 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import sine, write_audio
 
@@ -166,3 +167,19 @@ def test_cli_transcribe(
     assert main([*args, str(audio_tree), str(tmp_path / "bad.wav")]) == 1
     assert "1 of 4 files failed" in capsys.readouterr().err
     assert main(["transcribe", "--model", str(tiny_model_path), str(wav), "--beam-size", "0", "--quiet"]) == 1
+
+
+def test_cli_transcribe_max_chunk_seconds(
+    tmp_path: Path, tiny_model_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wave = np.concatenate([sine(300, 1.5), np.zeros(16000, dtype=np.float32), sine(500, 1.5)])
+    path = write_audio(tmp_path / "two.wav", wave)
+    args = ["--quiet", "transcribe", "--model", str(tiny_model_path), str(path), "--format", "json"]
+    spans = []
+    for extra in ([], ["--max-chunk-seconds", "2"]):
+        assert main([*args, *extra]) == 0
+        spans.append([(s["start"], s["end"]) for s in json.loads(capsys.readouterr().out)["segments"]])
+    assert spans[0] == [(0.0, 4.0)]  # 4 s is within the default decode.max_chunk_seconds (20)
+    assert len(spans[1]) == 2 and all(e - s <= 2.0 for s, e in spans[1])
+    assert main([*args, "--max-chunk-seconds", "0.5"]) == 1
+    assert "max_chunk_seconds must be at least 1.0" in capsys.readouterr().err
