@@ -279,6 +279,7 @@ class Batcher:
         self.batches = 0
         self.jobs = 0
         self._queue: asyncio.Queue[_Job] | None = None
+        self._pending: dict[Path, asyncio.Future[Transcription | AsrError]] = {}
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="asr-s2s-model")
 
     def admit(self) -> bool:
@@ -296,9 +297,19 @@ class Batcher:
         assert self._queue is not None, "Batcher.run is not running"
         loop = asyncio.get_running_loop()
         job = _Job(path, loop.create_future(), loop.time())
+        self._pending[path] = job.future
         self._queue.put_nowait(job)
-        # Shielded: a cancelled request must not delete the file while the worker reads it.
+        # Shielded: the job goes on when the request is cancelled; see :meth:`discard`.
         return await asyncio.shield(job.future)
+
+    def discard(self, path: Path) -> None:
+        """Remove an upload: now, or once its job is decoded if it is still queued or decoding
+        (a request cancelled meanwhile), so that the worker never loses a file it reads."""
+        future = self._pending.pop(path, None)
+        if future is None or future.done():
+            path.unlink(missing_ok=True)
+        else:
+            future.add_done_callback(lambda _: path.unlink(missing_ok=True))
 
     async def run(self) -> None:
         """Form and decode batches until cancelled."""
@@ -316,7 +327,7 @@ class Batcher:
                     break
                 try:
                     batch.append(await asyncio.wait_for(self._queue.get(), left))
-                except TimeoutError:
+                except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                     break
             self.batches += 1
             self.jobs += len(batch)
@@ -527,7 +538,7 @@ def create_app(transcriber: Transcriber, config: ServeConfig | None = None) -> F
                 return await _answer(upload)
             finally:
                 if upload.path is not None:
-                    upload.path.unlink(missing_ok=True)
+                    batcher.discard(upload.path)
         finally:
             batcher.release()
 

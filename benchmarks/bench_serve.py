@@ -3,11 +3,12 @@ clients sending FSDD-length (about 0.5 s) and 10 s files, with dynamic batching 
 ``--max-batch 1``, side by side in one run.
 
 Each server is ``python -m asr_s2s serve`` in its own process on 127.0.0.1 (a free port, no other
-address), started once per batching setting; the clients are ``httpx.AsyncClient`` tasks in this
+address), one per batching setting, both up for the whole run and taking turns cell by cell (so
+both see the same load from other processes). The clients are ``httpx.AsyncClient`` tasks in this
 process, each sending one request after another (multipart ``file``, ``response_format=json``) and
-timing it from send to answer. Every cell is bounded: at most ``--requests`` requests (10 s files:
-``--long-requests``) and no new request after ``--cell-seconds``. One request per server and file
-kind is sent first and not timed.
+timing it from send to answer; the server's CPU time per request comes from /proc. Every cell is
+bounded: at most ``--requests`` requests (10 s files: ``--long-requests``) and no new request after
+``--cell-seconds``. One request per server and file kind is sent first and not timed.
 
 The model is the newest ``exp/digits*/model.pt`` when one exists. Otherwise it is an untrained
 model of the digits recipe's shape whose decoder always emits ``e`` up to a length limit of 15
@@ -19,6 +20,7 @@ Short files are real FSDD recordings when ``../shared/data/fsdd`` is there, else
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -109,6 +111,14 @@ class Server:
             except httpx.TransportError:
                 time.sleep(0.2)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (Linux; NaN elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def health(self) -> dict:
         return httpx.get(f"{self.base}/health", timeout=10).json()
 
@@ -184,25 +194,41 @@ def main() -> None:
         table = benchlib.Table(
             f"asr-s2s serve on 127.0.0.1, {model_text}; {run.device}, {args.threads} threads for the "
             f"server; short files: {short_text} (mean {mean_short:.2f} s)",
-            ["file", "clients", "server", "requests", "errors", "req/s", "p50 ms", "p99 ms", "files/batch"],
+            [
+                "file",
+                "clients",
+                "server",
+                "requests",
+                "errors",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "files/batch",
+                "server CPU ms/req",
+            ],
         )
         data: dict = {"model": model_text, "short_files": short_text, "cells": []}
         results: dict[tuple[str, int, str], dict] = {}
-        for name, max_batch in settings.items():
-            with Server(model, max_batch, args.max_wait_ms, args.threads, args.device) as server:
-                for kind, files in kinds.items():
+        with contextlib.ExitStack() as stack:
+            # Both servers stay up and take turns cell by cell, so that both see the same load from
+            # other processes; the idle one uses no CPU.
+            servers = {
+                name: stack.enter_context(Server(model, size, args.max_wait_ms, args.threads, args.device))
+                for name, size in settings.items()
+            }
+            for kind, files in kinds.items():
+                count = args.requests if kind.startswith("FSDD") else args.long_requests
+                for server in servers.values():
                     asyncio.run(load(server.base, files[:1], 1, 1, 60.0))  # warm-up, not timed
-                    count = args.requests if kind.startswith("FSDD") else args.long_requests
-                    for clients in CONCURRENCY:
-                        before = server.health()
+                for clients in CONCURRENCY:
+                    for name, server in servers.items():
+                        before, cpu = server.health(), server.cpu_seconds()
                         cell = asyncio.run(load(server.base, files, clients, count, args.cell_seconds))
+                        cell["cpu_s"] = server.cpu_seconds() - cpu
                         after = server.health()
                         batches = after["batches"] - before["batches"]
-                        cell["files_per_batch"] = (
-                            (after["requests_decoded"] - before["requests_decoded"]) / batches
-                            if batches
-                            else 0.0
-                        )
+                        decoded = after["requests_decoded"] - before["requests_decoded"]
+                        cell["files_per_batch"] = decoded / batches if batches else 0.0
                         results[(kind, clients, name)] = cell
                         print(
                             f"{kind:12s} {clients:2d} clients  {name}: {len(cell['latencies'])} done",
@@ -217,8 +243,18 @@ def main() -> None:
                     rps = done / cell["wall"] if cell["wall"] else 0.0
                     p50 = float(np.percentile(lat, 50)) if done else float("nan")
                     p99 = float(np.percentile(lat, 99)) if done else float("nan")
+                    cpu_ms = 1000 * cell["cpu_s"] / done if done else float("nan")
                     table.add(
-                        kind, clients, name, done, cell["errors"], rps, p50, p99, cell["files_per_batch"]
+                        kind,
+                        clients,
+                        name,
+                        done,
+                        cell["errors"],
+                        rps,
+                        p50,
+                        p99,
+                        cell["files_per_batch"],
+                        cpu_ms,
                     )
                     data["cells"].append(
                         {
@@ -232,6 +268,7 @@ def main() -> None:
                             "p50_ms": p50,
                             "p99_ms": p99,
                             "files_per_batch": cell["files_per_batch"],
+                            "server_cpu_s": cell["cpu_s"],
                         }
                     )
     benchlib.finish(run, [table], [], data)

@@ -25,6 +25,7 @@ SCRIPTS = {
     "training": "bench_training.py",
     "roofline": "bench_roofline.py",
     "inference": "bench_inference.py",
+    "serve": "bench_serve.py",
 }
 
 

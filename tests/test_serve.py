@@ -6,6 +6,7 @@ in-process), errors with the command's one-line reasons.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -28,9 +29,10 @@ from conftest import fsdd_files, noise, sine, tiny_model, write_audio
 
 from asr_s2s.checkpoint import save_model
 from asr_s2s.cli import build_parser, main
+from asr_s2s.config import DecodeConfig
 from asr_s2s.errors import ConfigError
-from asr_s2s.serve import FIELD_BYTES, RESPONSE_FORMATS, ServeConfig, create_app
-from asr_s2s.transcribe import Transcriber, load_model
+from asr_s2s.serve import FIELD_BYTES, RESPONSE_FORMATS, Batcher, ServeConfig, create_app
+from asr_s2s.transcribe import Transcriber, Transcription, load_model
 
 KEY = "test-key"
 LIMIT_MB = 0.25  # uploads over 256 KiB get 413
@@ -65,8 +67,12 @@ class LiveServer:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Trained on utterances of at most 2 s, so that longer files are chunked, as transcribe does.
-    model, config, vocab = tiny_model(train__max_duration=2.0)
+    # Chunks of at most 2 s, so that longer files are chunked, as transcribe does. (The setting moves
+    # from train.max_duration to decode.max_chunk_seconds with #20's refactor.)
+    chunking = {"train__max_duration": 2.0}
+    if hasattr(DecodeConfig(), "max_chunk_seconds"):
+        chunking["decode__max_chunk_seconds"] = 2.0
+    model, config, vocab = tiny_model(**chunking)
     path = tmp_path_factory.mktemp("serve_model") / "model.pt"
     save_model(path, model, config, vocab)
     return path
@@ -452,6 +458,45 @@ def test_decoding_failure_is_a_500_without_traceback(
     assert "Traceback" not in caught.value.response.text and "CUDA" not in caught.value.response.text
     monkeypatch.undo()
     assert _client(server).audio.transcriptions.create(model="asr-s2s", file=audio["short"].open("rb")).text
+
+
+def test_batcher_batches_and_keeps_a_cancelled_requests_file_until_decoded(tmp_path: Path) -> None:
+    release = threading.Event()
+    seen: list[list[bool]] = []
+
+    class SlowTranscriber:
+        def iter_transcriptions(self, paths, batch_size):
+            release.wait(10)
+            seen.append([p.exists() for p in paths])  # the worker still finds every file
+            for p in paths:
+                yield Transcription(p.name, [], str(p), 1.0)
+
+    async def scenario() -> list:
+        batcher = Batcher(SlowTranscriber(), max_batch=3, max_wait_s=0.2, max_queue=10)
+        runner = asyncio.create_task(batcher.run())
+        await asyncio.sleep(0)
+        paths = [tmp_path / f"{i}.wav" for i in range(4)]
+        for p in paths:
+            p.write_bytes(b"x")
+        tasks = [asyncio.create_task(batcher.transcribe(p)) for p in paths]
+        await asyncio.sleep(0.05)
+        tasks[0].cancel()  # a request cancelled while its job waits
+        await asyncio.sleep(0)
+        batcher.discard(paths[0])
+        assert paths[0].exists()
+        await asyncio.sleep(0.1)
+        release.set()
+        results = await asyncio.gather(*tasks[1:])
+        for p in paths[1:]:
+            batcher.discard(p)
+        await asyncio.sleep(0.05)
+        runner.cancel()
+        batcher.close()
+        assert not any(p.exists() for p in paths)  # the cancelled one's too, once decoded
+        return [batcher.batches, batcher.jobs, [r.text for r in results]]
+
+    assert asyncio.run(scenario()) == [2, 4, ["1.wav", "2.wav", "3.wav"]]
+    assert seen == [[True, True, True], [True]]  # up to max_batch files together, then the rest
 
 
 # ---- auth ------------------------------------------------------------------------------------
