@@ -466,3 +466,24 @@ def test_exact_resume_with_augmentation_in_workers(tmp_path: Path) -> None:
     Trainer(plain, train, dev, tmp_path / "plain", progress=False).fit()
     c = load_file(tmp_path / "plain" / "last.pt")
     assert not torch.equal(a["model"]["decoder.output.weight"], c["model"]["decoder.output.weight"])
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "not audio"])
+def test_cli_train_bad_noise_files_is_one_line(
+    make: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asr_s2s.cli import main
+
+    train, dev = _train_corpus(tmp_path)
+    noises = tmp_path / "noises"
+    if make != "missing":
+        noises.mkdir()
+    if make == "not audio":
+        (noises / "hum.wav").write_text("not audio")
+    args = ["train", "--train", str(train), "--dev", str(dev), "--out", str(tmp_path / "exp")]
+    args += ["--set", "features.n_mels=20", "--set", "augment.noise_prob=0.5"]
+    code = main([*args, "--set", f"augment.noise_files={noises}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0 and err.startswith("asr-s2s: error: augment.noise_files")
+    expected = {"missing": "no such manifest or folder", "empty": "no audio files", "not audio": "hum.wav"}
+    assert expected[make] in err
