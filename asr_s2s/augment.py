@@ -7,7 +7,8 @@ not depend on the number of workers, on which worker loads an utterance, or on t
 resumed run sees the same augmented data as an uninterrupted one, and switching one method on does
 not change the draws of the others. The order is speed -> reverberation -> noise (waveform) -> STFT
 -> tempo -> VTLP-warped mel filterbank -> log, each applied with its own probability
-(``augment.*_prob``).
+(``augment.*_prob``). Batches are planned from the manifest's durations, so a speed or tempo factor
+of 0.9 makes an utterance, and at most its batch, 11 % longer than ``train.max_frames`` allows.
 
 Choices, with the costs measured in BENCHMARKS.md:
 
