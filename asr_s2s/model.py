@@ -111,8 +111,10 @@ class Bridge(nn.Module):
     """Encoder final states -> decoder initial states, one per decoder layer.
 
     Decoder layer ``l`` takes encoder layer ``N - M + l`` (the top layers; clamped at the bottom when
-    the decoder is deeper). Where sizes or directions differ, ``h`` and ``c`` each go through
-    linear + tanh; otherwise they pass through unchanged.
+    the decoder is deeper). When ``encoder_dim`` (both directions concatenated, for a bidirectional
+    encoder) differs from ``decoder_dim``, ``h`` and ``c`` each go through linear + tanh; when the
+    sizes are equal they pass through unchanged, whatever the directions (a bidirectional encoder's
+    forward and backward states then fill the two halves of the decoder's).
     """
 
     def __init__(self, encoder_layers: int, encoder_dim: int, decoder_layers: int, decoder_dim: int) -> None:
