@@ -77,6 +77,8 @@ class ServeConfig:
 
     def check(self) -> None:
         """Raise :class:`ConfigError` for a value that cannot work."""
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be within 0..65535, got {self.port}")
         if self.max_batch < 1:
             raise ConfigError(f"--max-batch must be at least 1, got {self.max_batch}")
         if self.max_wait_ms < 0:

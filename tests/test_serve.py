@@ -534,6 +534,7 @@ def test_without_a_key_anyone_may_ask(
 def test_config_is_checked(transcriber: Transcriber) -> None:
     for bad in (
         ServeConfig(max_batch=0),
+        ServeConfig(port=70000),
         ServeConfig(max_queue=0),
         ServeConfig(max_wait_ms=-1),
         ServeConfig(max_upload_mb=0),
