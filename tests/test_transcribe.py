@@ -79,10 +79,10 @@ def test_package_level_api(tmp_path: Path, tiny_model_path: Path) -> None:
     model = asr_s2s.load_model(tiny_model_path, device="cpu")
     assert isinstance(model, asr_s2s.Transcriber)
     result = model.transcribe(str(path))
-    # The convenience function lives in asr_s2s.transcribe (the package attribute of that name is
-    # the module once it has been imported).
+    # The one-call function, as asr_s2s.transcribe's (the package attribute is the same function).
     assert result.text == transcribe_module.transcribe(tiny_model_path, path, device="cpu").text
     assert result.text == transcribe_module.transcribe(model, sine(440, 0.8), sample_rate=SR).text
+    assert asr_s2s.transcribe is transcribe_module.transcribe
     assert model.transcribe(path, beam_size=3).duration == pytest.approx(0.8)
 
 
