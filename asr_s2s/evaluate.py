@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from asr_s2s.config import TextConfig
 from asr_s2s.data import AsrDataset, Batch, collate
 from asr_s2s.errors import AsrError, ConfigError, ManifestError
 from asr_s2s.features import LogMel
@@ -62,16 +63,17 @@ class Score:
         return asdict(self)
 
 
-def score(references: Sequence[str], hypotheses: Sequence[str]) -> Score:
-    """Normalize both sides with :func:`asr_s2s.text.normalize` and score them with jiwer.
+def score(references: Sequence[str], hypotheses: Sequence[str], text: TextConfig | None = None) -> Score:
+    """Normalize both sides with :func:`asr_s2s.text.normalize` (as ``text``, a model's ``text``
+    config, says; defaults otherwise) and score them with jiwer.
 
     Words of hypotheses whose reference is empty count as insertions (in the WER only: such
     utterances are left out of the CER).
     """
     if len(references) != len(hypotheses):
         raise ValueError("references and hypotheses differ in number")
-    refs = [normalize(r) for r in references]
-    hyps = [normalize(h) for h in hypotheses]
+    refs = [normalize(r, text) for r in references]
+    hyps = [normalize(h, text) for h in hypotheses]
     keep = [i for i, r in enumerate(refs) if r]
     if not keep:
         return Score(0.0, 0.0, 0, 0, sum(len(h.split()) for h in hyps), 0, 0, len(refs))
@@ -308,9 +310,10 @@ def evaluate_manifest(
         log.error("utterance %s: %s (scored as an empty hypothesis)", utts[i].id, error)
     hyps = decoded.hypotheses
 
-    refs_n = [normalize(u.text) for u in utts]
-    hyps_n = [normalize(h) for h in hyps]
-    result = score(refs_n, hyps_n)
+    text = transcriber.vocab.text  # the model's own normalization, stored with it
+    refs_n = [normalize(u.text, text) for u in utts]
+    hyps_n = [normalize(h, text) for h in hyps]
+    result = score(refs_n, hyps_n, text)
     scored = [i for i, r in enumerate(refs_n) if r]
     chunks: dict[int, Sequence[Any]] = {}
     if scored:

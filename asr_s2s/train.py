@@ -317,7 +317,7 @@ class Trainer:
         for i, error in decoded.errors.items():
             self.bad.add(self.dev_set.utterances[i].id, error)
         refs = [u.text for u in self.dev_set.utterances]
-        result = score(refs, decoded.hypotheses)
+        result = score(refs, decoded.hypotheses, self.vocab.text)
         return {
             "dev_loss": totals["loss"] / max(1, totals["tokens"]),
             "dev_wer": result.wer,

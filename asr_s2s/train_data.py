@@ -200,7 +200,7 @@ def build_training_data(
     # with a given vocabulary, the training texts) can have unknown ones. Each pass parses every line.
     checked = chain(train_utts, dev_utts) if vocab is not None else dev_utts
     if vocab is None:
-        vocab = Vocabulary.build(u.text for u in train_utts)
+        vocab = Vocabulary.build((u.text for u in train_utts), config.text)
     train_set = make_dataset(train_utts, vocab, extractor, config)
     dev_set = make_dataset(dev_utts, vocab, extractor, config)
     unknown = note_unknown_chars(vocab, checked)

@@ -271,3 +271,12 @@ def test_score_function() -> None:
     assert score([""], [""]).wer == 0.0
     with pytest.raises(ValueError):
         score(["a"], [])
+
+
+def test_score_uses_the_models_text_config() -> None:
+    from asr_s2s.config import TextConfig
+
+    refs, hyps = ["WELL-KNOWN DON\u2019T"], ["well known don't"]
+    assert score(refs, hyps).wer == 0.0  # default: hyphens become spaces, the apostrophe variant is '
+    kept = score(refs, hyps, TextConfig(hyphens="keep"))
+    assert kept.wer == pytest.approx(jiwer.wer("well-known don't", "well known don't"))
