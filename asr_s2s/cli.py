@@ -41,6 +41,22 @@ def _add_set(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_search(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ctc-weight", type=float, help="weight of the CTC prefix scores in beam search, 0 to 1")
+    p.add_argument("--lm", type=Path, help="character LM (asr-s2s train-lm) for shallow fusion")
+    p.add_argument("--lm-weight", type=float, help="weight of the LM's log-probabilities (with --lm)")
+    p.add_argument("--length-bonus", type=float, help="score added per output character")
+
+
+def _search_options(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "lm": args.lm,
+        "ctc_weight": args.ctc_weight,
+        "lm_weight": args.lm_weight,
+        "length_bonus": args.length_bonus,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, one subcommand per job."""
     parser = _Parser(
@@ -72,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, required=True, help="manifest with reference texts")
     p.add_argument("--out", type=Path, required=True, help="folder for the report files")
     p.add_argument("--beam-size", type=int, help="beam width (default: the model's decode.beam_size)")
+    _add_search(p)
     p.add_argument("--batch-size", type=int, help="utterances decoded together")
     p.add_argument(
         "--num-workers", type=int, default=2, help="processes reading audio and features (default 2)"
@@ -89,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output-dir", type=Path, help="write one file per input here (default: print to stdout)")
     p.add_argument("--beam-size", type=int, help="beam width (default: the model's decode.beam_size)")
+    _add_search(p)
     p.add_argument("--batch-size", type=int, help="segments decoded together")
     p.add_argument(
         "--max-chunk-seconds",
@@ -114,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=64, help="requests in progress before 503 (default: 64)")
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload, else 413 (default: 25)")
     p.add_argument("--model-name", default="asr-s2s", help="the model id clients see (default: asr-s2s)")
+    p.add_argument("--beam-size", type=int, help="beam width (default: the model's decode.beam_size)")
+    p.add_argument(
+        "--max-chunk-seconds",
+        type=float,
+        help="longest piece decoded at once, split at silences (default: decode.max_chunk_seconds)",
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     _add_common(p)
 
@@ -232,7 +256,7 @@ def _run(args: argparse.Namespace) -> int:
         from asr_s2s.evaluate import evaluate_manifest
         from asr_s2s.transcribe import load_model
 
-        model = load_model(args.model, device=resolve_device(args.device))
+        model = load_model(args.model, device=resolve_device(args.device), **_search_options(args))
         report = evaluate_manifest(
             model,
             args.manifest,
@@ -249,7 +273,10 @@ def _run(args: argparse.Namespace) -> int:
         from asr_s2s.writers import transcribe_files
 
         model = load_model(
-            args.model, device=resolve_device(args.device), max_chunk_seconds=args.max_chunk_seconds
+            args.model,
+            device=resolve_device(args.device),
+            max_chunk_seconds=args.max_chunk_seconds,
+            **_search_options(args),
         )
         transcribe_files(
             model,
@@ -274,9 +301,12 @@ def _run(args: argparse.Namespace) -> int:
             max_queue=args.max_queue,
             max_upload_mb=args.max_upload_mb,
             model_name=args.model_name,
+            beam_size=args.beam_size,
         )
         config.check()
-        model = load_model(args.model, device=resolve_device(args.device))
+        model = load_model(
+            args.model, device=resolve_device(args.device), max_chunk_seconds=args.max_chunk_seconds
+        )
         serve(model, config, log_level="warning" if args.quiet else "debug" if args.debug else "info")
     elif args.command == "export":
         from asr_s2s.checkpoint import export_model

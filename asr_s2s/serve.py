@@ -73,6 +73,7 @@ class ServeConfig:
     max_queue: int = 64  # requests admitted at once (uploading, waiting or being decoded)
     max_upload_mb: float = 25.0  # OpenAI's own limit
     model_name: str = "asr-s2s"  # the id /v1/models lists and answers report
+    beam_size: int | None = None  # None: the model's decode.beam_size, as transcribe's default
     tmp_dir: str | None = None  # where uploads are written (default: a new folder in the system's)
 
     def check(self) -> None:
@@ -87,6 +88,8 @@ class ServeConfig:
             raise ConfigError(f"--max-queue must be at least 1, got {self.max_queue}")
         if self.max_upload_mb <= 0:
             raise ConfigError(f"--max-upload-mb must be positive, got {self.max_upload_mb}")
+        if self.beam_size is not None and self.beam_size < 1:
+            raise ConfigError(f"--beam-size must be at least 1, got {self.beam_size}")
         if self.api_key == "":
             raise ConfigError("the API key is empty; give a non-empty key or none")
 
@@ -274,8 +277,15 @@ class Batcher:
     long files decoded ``max_batch`` at a time), so the event loop keeps serving meanwhile.
     """
 
-    def __init__(self, transcriber: Transcriber, max_batch: int, max_wait_s: float, max_queue: int) -> None:
-        self.transcriber = transcriber
+    def __init__(
+        self,
+        transcriber: Transcriber,
+        max_batch: int,
+        max_wait_s: float,
+        max_queue: int,
+        beam_size: int | None = None,
+    ) -> None:
+        self.transcriber, self.beam_size = transcriber, beam_size
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self.admitted = 0  # requests holding a place (uploading, waiting or being decoded)
         self.batches = 0
@@ -341,7 +351,7 @@ class Batcher:
         done = 0
         try:
             results = self.transcriber.iter_transcriptions(
-                [job.path for job in batch], batch_size=self.max_batch
+                [job.path for job in batch], beam_size=self.beam_size, batch_size=self.max_batch
             )
             for job, result in zip(batch, results):
                 loop.call_soon_threadsafe(_settle, job.future, result, None)
@@ -439,7 +449,9 @@ def create_app(transcriber: Transcriber, config: ServeConfig | None = None) -> F
     """The FastAPI application serving ``transcriber`` with ``config``'s limits."""
     config = config or ServeConfig()
     config.check()
-    batcher = Batcher(transcriber, config.max_batch, config.max_wait_ms / 1000.0, config.max_queue)
+    batcher = Batcher(
+        transcriber, config.max_batch, config.max_wait_ms / 1000.0, config.max_queue, config.beam_size
+    )
     created = int(time.time())
     if transcriber.model_path is not None and Path(transcriber.model_path).exists():
         created = int(Path(transcriber.model_path).stat().st_mtime)

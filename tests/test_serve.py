@@ -29,7 +29,6 @@ from conftest import fsdd_files, noise, sine, tiny_model, write_audio
 
 from asr_s2s.checkpoint import save_model
 from asr_s2s.cli import build_parser, main
-from asr_s2s.config import DecodeConfig
 from asr_s2s.errors import ConfigError
 from asr_s2s.serve import FIELD_BYTES, RESPONSE_FORMATS, Batcher, ServeConfig, create_app
 from asr_s2s.transcribe import Transcriber, Transcription, load_model
@@ -67,12 +66,8 @@ class LiveServer:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Chunks of at most 2 s, so that longer files are chunked, as transcribe does. (The setting moves
-    # from train.max_duration to decode.max_chunk_seconds with #20's refactor.)
-    chunking = {"train__max_duration": 2.0}
-    if hasattr(DecodeConfig(), "max_chunk_seconds"):
-        chunking["decode__max_chunk_seconds"] = 2.0
-    model, config, vocab = tiny_model(**chunking)
+    # Chunks of at most 2 s, so that longer files are chunked, as transcribe does.
+    model, config, vocab = tiny_model(decode__max_chunk_seconds=2.0)
     path = tmp_path_factory.mktemp("serve_model") / "model.pt"
     save_model(path, model, config, vocab)
     return path
@@ -162,10 +157,9 @@ def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return status, out.out, out.err
 
 
-def cli_transcribe(model_path: Path, path: Path, fmt: str, capsys) -> str:
-    status, out, err = cli(
-        ["transcribe", "--model", str(model_path), "--device", "cpu", "--format", fmt, str(path)], capsys
-    )
+def cli_transcribe(model_path: Path, path: Path, fmt: str, capsys, options: list[str] | None = None) -> str:
+    args = ["transcribe", "--model", str(model_path), "--device", "cpu", "--format", fmt, *(options or [])]
+    status, out, err = cli([*args, str(path)], capsys)
     assert status == 0, err
     return out
 
@@ -465,7 +459,7 @@ def test_batcher_batches_and_keeps_a_cancelled_requests_file_until_decoded(tmp_p
     seen: list[list[bool]] = []
 
     class SlowTranscriber:
-        def iter_transcriptions(self, paths, batch_size):
+        def iter_transcriptions(self, paths, beam_size, batch_size):
             release.wait(10)
             seen.append([p.exists() for p in paths])  # the worker still finds every file
             for p in paths:
@@ -528,6 +522,20 @@ def test_without_a_key_anyone_may_ask(
     assert os.listdir(tmp_path) == []
 
 
+def test_beam_and_chunk_options_equal_transcribes(
+    model_path: Path, audio: dict[str, Path], tmp_path: Path, capsys
+) -> None:
+    model = load_model(model_path, device="cpu", max_chunk_seconds=1.5)
+    options = ["--beam-size", "3", "--max-chunk-seconds", "1.5"]
+    expected = cli_transcribe(model_path, audio["long"], "srt", capsys, options)
+    with LiveServer(create_app(model, ServeConfig(beam_size=3, tmp_dir=str(tmp_path)))) as server:
+        with open(audio["long"], "rb") as f:
+            answer = _client(server).audio.transcriptions.create(
+                model="asr-s2s", file=f, response_format="srt"
+            )
+    assert answer == expected and expected.count(" --> ") >= 4
+
+
 # ---- configuration and the command -----------------------------------------------------------
 
 
@@ -535,6 +543,7 @@ def test_config_is_checked(transcriber: Transcriber) -> None:
     for bad in (
         ServeConfig(max_batch=0),
         ServeConfig(port=70000),
+        ServeConfig(beam_size=0),
         ServeConfig(max_queue=0),
         ServeConfig(max_wait_ms=-1),
         ServeConfig(max_upload_mb=0),
