@@ -1,4 +1,5 @@
-"""Checkpoints and model bundles: one file each, written atomically, validated on load."""
+"""Checkpoint and model-bundle files: one file each, written atomically, validated on load
+(which files a training run writes, and when: :mod:`asr_s2s.checkpointer`)."""
 
 from __future__ import annotations
 
