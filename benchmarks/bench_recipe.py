@@ -86,17 +86,28 @@ def measure(name: str, args: argparse.Namespace, device: torch.device, folder: P
 
 def main() -> None:
     p = benchlib.parser(__doc__.splitlines()[0])
-    p.add_argument("--configs", default="100h,960h", help="comma-separated: 100h, 960h")
+    p.add_argument(
+        "--configs", default="", help="comma-separated: 100h, 960h (default: both on CUDA, 100h on CPU)"
+    )
     p.add_argument("--steps", type=int, default=3, help="timed steps per config")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    p.add_argument("--max-frames", type=int, default=0, help="override train.max_frames (0: the config's)")
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=0,
+        help="override train.max_frames (default: the config's on CUDA, 6000 on CPU)",
+    )
     p.add_argument("--utterances", type=int, default=0, help="synthetic corpus size (default: enough)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (train.num_workers)")
     args = p.parse_args()
     run = benchlib.start("recipe", args)
+    if not run.cuda:  # a 2-core CPU takes minutes per full-size step
+        args.max_frames = args.max_frames or 6000
     if args.quick:
         args.steps, args.warmup, args.max_frames = 1, 1, args.max_frames or 3000
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    names = [
+        n.strip() for n in (args.configs or ("100h,960h" if run.cuda else "100h")).split(",") if n.strip()
+    ]
     rng = np.random.default_rng(args.seed)
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-recipe-") as tmp:

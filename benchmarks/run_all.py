@@ -26,6 +26,8 @@ SCRIPTS = {
     "roofline": "bench_roofline.py",
     "inference": "bench_inference.py",
     "serve": "bench_serve.py",
+    "memory": "bench_memory.py",
+    "recipe": "bench_recipe.py",
 }
 
 
