@@ -27,9 +27,10 @@ from tqdm import tqdm
 from asr_s2s.audio import array_blocks, as_mono, audio_info, check_sample_rate, read_blocks
 from asr_s2s.checkpoint import ModelBundle, load_bundle
 from asr_s2s.config import Config, DecodeConfig
-from asr_s2s.decoding import decode
+from asr_s2s.decoding import check_search, decode
 from asr_s2s.errors import AsrError, AudioError, ConfigError
 from asr_s2s.features import LogMel, pad_features
+from asr_s2s.lm import CharLM, load_lm
 from asr_s2s.model import Seq2Seq
 from asr_s2s.segment import SilenceSplitter
 from asr_s2s.text import Vocabulary
@@ -111,7 +112,9 @@ class Transcriber:
 
     ``top_db``: how far below the loudest frame (dB) audio counts as silence when splitting long
     inputs. ``max_chunk_seconds``: the longest chunk decoded at once (at least
-    ``MIN_CHUNK_SECONDS``); by default the model's ``decode.max_chunk_seconds``.
+    ``MIN_CHUNK_SECONDS``); by default the model's ``decode.max_chunk_seconds``. ``lm``: a character
+    LM (file or :class:`asr_s2s.lm.CharLM`) for shallow fusion; ``ctc_weight``, ``lm_weight`` and
+    ``length_bonus`` replace the model's ``decode`` values when given (see :mod:`asr_s2s.decoding`).
     """
 
     def __init__(
@@ -121,7 +124,16 @@ class Transcriber:
         top_db: float = 40.0,
         max_chunk_seconds: float | None = None,
         model_path: str | Path | None = None,
+        lm: str | Path | CharLM | None = None,
+        ctc_weight: float | None = None,
+        lm_weight: float | None = None,
+        length_bonus: float | None = None,
     ) -> None:
+        weights = {"ctc_weight": ctc_weight, "lm_weight": lm_weight, "length_bonus": length_bonus}
+        weights = {name: float(value) for name, value in weights.items() if value is not None}
+        if weights:
+            searched = dataclasses.replace(bundle.config.decode, **weights)
+            bundle = dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, decode=searched))
         self.bundle = bundle
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
@@ -135,6 +147,11 @@ class Transcriber:
             )
         self.max_chunk_seconds = float(max_chunk_seconds)
         self.model_path = None if model_path is None else str(model_path)
+        self.lm_path = str(lm) if isinstance(lm, str | Path) else None
+        if isinstance(lm, str | Path):
+            lm = load_lm(lm, self.device, vocab=self.vocab).lm
+        self.lm = None if lm is None else lm.to(self.device).eval()
+        check_search(self.model, self.config.decode, self.lm)
 
     @property
     def model(self) -> Seq2Seq:
@@ -197,7 +214,7 @@ class Transcriber:
         """Texts of a padded batch of log-mels ``(batch, time, n_mels)`` with lengths ``(batch,)``
         (as :class:`asr_s2s.data.AsrDataset` computes them), decoded as one batch."""
         cfg = self.decode_config(beam_size)
-        ids = decode(self.model, feats.to(self.device), lengths.to(self.device), cfg)
+        ids = decode(self.model, feats.to(self.device), lengths.to(self.device), cfg, lm=self.lm)
         return [self.vocab.decode(seq) for seq in ids]
 
     def _open(

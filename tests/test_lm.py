@@ -157,3 +157,52 @@ def test_model_file_with_another_vocabulary_is_refused_by_the_search(tmp_path: P
         beam_search(model, feats, lengths, DecodeConfig(beam_size=2, lm_weight=0.5))
     with pytest.raises(ConfigError, match="CTC head"):
         beam_search(model, feats, lengths, DecodeConfig(beam_size=2, ctc_weight=0.5))
+
+
+def test_evaluate_and_load_model_take_the_search_options(tmp_path: Path, tiny_model_path: Path) -> None:
+    import json
+
+    from conftest import build_manifest, tiny_config
+
+    from asr_s2s.decoding import decode
+    from asr_s2s.errors import ConfigError
+    from asr_s2s.model import Seq2Seq
+    from asr_s2s.transcribe import load_model
+
+    config = tiny_config()
+    vocab = model_vocabulary(tiny_model_path)
+    torch.manual_seed(0)
+    model = Seq2Seq(config.model, config.features.n_mels, len(vocab), ctc=True).eval()
+    model_path = tmp_path / "ctc.pt"
+    save_model(model_path, model, config, vocab)
+    text = tmp_path / "text.txt"
+    text.write_text("one two\nthree\n", encoding="utf-8")
+    lm_path = tmp_path / "lm.pt"
+    train_lm(small_config(max_steps=2), [text], lm_path, vocab=vocab, device="cpu", progress=False)
+    manifest = build_manifest(tmp_path / "data", ["one two", "three", "nine"])
+
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(model_path), "--manifest", str(manifest), "--out", str(out)]
+    args += ["--beam-size", "3", "--ctc-weight", "0.4", "--lm", str(lm_path), "--lm-weight", "0.5"]
+    assert main([*args, "--length-bonus", "0.2", "--quiet", "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["ctc_weight"], summary["lm_weight"], summary["length_bonus"]) == (0.4, 0.5, 0.2)
+    assert summary["lm"] == str(lm_path)
+
+    transcriber = load_model(model_path, "cpu", lm=lm_path, ctc_weight=0.4, lm_weight=0.5)
+    settings = transcriber.decode_config(3)
+    assert (settings.ctc_weight, settings.lm_weight, settings.beam_size) == (0.4, 0.5, 3)
+    feats, lengths = torch.randn(2, 30, config.features.n_mels), torch.tensor([30, 21])
+    direct = decode(model, feats, lengths, settings, lm=transcriber.lm)
+    assert transcriber.decode_features(feats, lengths, 3) == [vocab.decode(ids) for ids in direct]
+    with pytest.raises(ConfigError, match="lm_weight is 0"):
+        load_model(model_path, "cpu", lm=lm_path)
+    with pytest.raises(ConfigError, match="CTC head"):
+        load_model(tiny_model_path, "cpu", ctc_weight=0.3)
+    assert main([*args[:-4], "--ctc-weight", "1.5", "--quiet", "--device", "cpu"]) == 1
+
+
+def model_vocabulary(path: Path) -> Vocabulary:
+    from asr_s2s.checkpoint import load_bundle
+
+    return load_bundle(path).vocab
