@@ -177,7 +177,8 @@ def main() -> None:
         folder = Path(tmp)
         model = args.model or trained_model()
         if model is not None:
-            model_text = f"trained model {os.path.relpath(model, benchlib.REPO)}"
+            inside = model.resolve().is_relative_to(benchlib.REPO)
+            model_text = f"trained model {model.resolve().relative_to(benchlib.REPO) if inside else model}"
         else:
             model, model_text = forced_model(folder, args.config)
         shorts, short_text = short_files(folder, 32, args.seed)
