@@ -501,3 +501,15 @@ def test_batch_pins_memory_for_the_gpu() -> None:
     assert pinned.feats.is_pinned() and pinned.tokens.is_pinned()
     on_gpu = pinned.to("cuda")
     assert torch.equal(on_gpu.feats.cpu(), batch.feats) and on_gpu.feats.device.type == "cuda"
+
+
+def test_lazy_manifest_changed_after_indexing_is_one_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    lines = [json.dumps({"audio_filepath": f"{i}.wav", "duration": 1.0, "text": "x" * 20}) for i in range(3)]
+    path.write_text("\n".join(lines) + "\n")
+    lazy = data_module.LazyManifest(path)
+    path.write_text('{"audio_filepath": "0.wav", "duration": 1.0, "text": "a long line cut here')
+    with pytest.raises(data_module.ManifestError, match="changed since it was read"):
+        lazy[0]  # a new process (a worker) would open the new file as well
+    with pytest.raises(IndexError):
+        lazy[3]
