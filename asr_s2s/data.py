@@ -106,6 +106,11 @@ class LazyManifest(Sequence[Utterance]):
         state["_handle"] = None
         return state
 
+    def __del__(self) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None and handle[0] == os.getpid():
+            handle[1].close()
+
     @property
     def hours(self) -> float:
         """Total duration of the utterances, in hours."""
