@@ -229,6 +229,16 @@ def test_ctc_only_training_leaves_the_decoder_untouched(corpus: tuple[Path, Path
     assert 0.0 <= trainer.history[-1]["dev_cer"]
 
 
+def test_vocabulary_follows_the_text_config(tiny_manifest, tmp_path: Path) -> None:
+    manifest = tiny_manifest(["well-known", "co-op now"], [0.3, 0.3])
+    config = tiny_config(train__max_steps=1)
+    config.text.hyphens = "keep"
+    trainer = Trainer(config, manifest, manifest, tmp_path / "exp", progress=False)
+    assert "-" in trainer.vocab.tokens and trainer.vocab.text.hyphens == "keep"
+    plain = Trainer(tiny_config(train__max_steps=1), manifest, manifest, tmp_path / "exp2", progress=False)
+    assert "-" not in plain.vocab.tokens
+
+
 def test_unreadable_audio_is_skipped_or_fatal_with_strict(corpus: tuple[Path, Path], tmp_path: Path) -> None:
     train_manifest, dev = corpus
     (train_manifest.parent / "audio" / "utt005.wav").write_text("not audio")
