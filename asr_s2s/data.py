@@ -363,16 +363,29 @@ def normalization_stats(
 
     Unreadable utterances are left out; none readable is a :class:`TrainingError`. A few thousand
     utterances (hours of audio, millions of frames) fix the 80 means and deviations to well within
-    what the model notices, at a cost that does not grow with the corpus.
+    what the model notices, at a cost that does not grow with the corpus. Waveform augmentation
+    (:meth:`AsrDataset.set_augment`) is left out: the statistics describe the clean features.
     """
-    from tqdm import tqdm
-
     indices = sample_indices(len(dataset), max_utterances, seed)
     cached = dataset._cache is not None
+    # Statistics of the clean features: the waveform augmentation is detached while they are read
+    # (workers copy the dataset when the loader starts, so they see it detached too).
+    augment, dataset.augment = dataset.augment, None
+    try:
+        return _sample_stats(dataset, indices, 0 if cached else num_workers, progress)
+    finally:
+        dataset.augment = augment
+
+
+def _sample_stats(
+    dataset: AsrDataset, indices: np.ndarray, num_workers: int, progress: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from tqdm import tqdm
+
     loader = DataLoader(
         Subset(dataset, indices.tolist()),
         batch_size=_PRECOMPUTE_CHUNK,
-        num_workers=0 if cached else num_workers,
+        num_workers=num_workers,
         collate_fn=_PartialStats.of,
     )
     total = RunningStats(dataset.extractor.cfg.n_mels)

@@ -513,3 +513,14 @@ def test_lazy_manifest_changed_after_indexing_is_one_error(tmp_path: Path) -> No
         lazy[0]  # a new process (a worker) would open the new file as well
     with pytest.raises(IndexError):
         lazy[3]
+
+
+def test_normalization_stats_leave_the_augmentation_out(tiny_manifest) -> None:
+    dataset = _dataset(tiny_manifest(["a", "b", "c"]))
+    clean = data_module.normalization_stats(dataset, 0, seed=0)
+    shifted = lambda wave, epoch, index: dataset.extractor(wave) + 100.0  # noqa: E731
+    dataset.augment = shifted
+    for workers in (0, 2):
+        got = data_module.normalization_stats(dataset, 0, seed=0, num_workers=workers)
+        torch.testing.assert_close(got[0], clean[0])
+    assert dataset.augment is shifted and float(dataset[0].feats.mean()) > 50  # restored afterwards
