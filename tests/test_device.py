@@ -121,6 +121,8 @@ def test_init_distributed_fails_before_joining_a_group(no_torchrun: pytest.Monke
         ["train", "--train", "{m}", "--dev", "{m}", "--out", "{d}/exp"],
         ["evaluate", "--model", "{d}/model.pt", "--manifest", "{m}", "--out", "{d}/eval"],
         ["transcribe", "--model", "{d}/model.pt", "{d}/a.wav"],
+        ["serve", "--model", "{d}/model.pt"],
+        ["train-lm", "--text", "{d}/a.txt", "--out", "{d}/lm.pt"],
     ],
 )
 def test_cli_cuda_without_gpu_prints_one_line(
