@@ -152,9 +152,9 @@ def test_dev_scoring_includes_utterances_longer_than_max_frames(
     scored: list[list[str]] = []
     real_score = train_module.score
 
-    def spy(refs, hyps):
+    def spy(refs, hyps, *args):
         scored.append(list(refs))
-        return real_score(refs, hyps)
+        return real_score(refs, hyps, *args)
 
     monkeypatch.setattr(train_module, "score", spy)
     trainer.evaluate_dev()
