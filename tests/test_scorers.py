@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 
 import pytest
 import torch
@@ -33,9 +32,10 @@ def brute_force(log_probs: torch.Tensor) -> dict[tuple[int, ...], float]:
     """Probability of every label sequence, summed over all ``vocab ** time`` alignments (float64)."""
     probs = log_probs.double().exp()
     time, vocab = probs.shape
+    paths = list(itertools.product(range(vocab), repeat=time))
+    path_probs = probs[torch.arange(time), torch.tensor(paths)].prod(1).tolist()
     totals: dict[tuple[int, ...], float] = {}
-    for path in itertools.product(range(vocab), repeat=time):
-        p = math.prod(float(probs[t, s]) for t, s in enumerate(path))
+    for path, p in zip(paths, path_probs):
         key = collapse(path)
         totals[key] = totals.get(key, 0.0) + p
     return totals
@@ -209,29 +209,38 @@ def joint_scores(
 ) -> dict[tuple[int, ...], float]:
     """The search's objective for every ended sequence over the non-special tokens: decoder and LM by
     teacher forcing, CTC by torch's CTC loss."""
+    seqs = [seq for n in range(max_len) for seq in itertools.product(LABELS, repeat=n)]
+    count, width = len(seqs), max_len + 1
+    inputs = torch.full((count, width), BLANK)
+    targets = torch.full((count, width), BLANK)
+    for i, seq in enumerate(seqs):
+        inputs[i, : len(seq) + 1] = torch.tensor([SOS, *seq])
+        targets[i, : len(seq) + 1] = torch.tensor([*seq, EOS])
+    real = targets != BLANK
     with torch.no_grad():
         enc = model.encode(feats[None], length[None])
+        state = model.initial_state(enc).select(torch.zeros(count, dtype=torch.long))
+        dec = model.decoder(inputs, state)[0].float().log_softmax(-1).gather(2, targets[..., None])[..., 0]
+        lm_lp = lm(inputs).float().log_softmax(-1).gather(2, targets[..., None])[..., 0]
         ctc = model.ctc_head(enc.outputs).float().log_softmax(-1)[0, : enc.lengths[0]]
-        results = {}
-        for n in range(max_len):
-            for seq in itertools.product(LABELS, repeat=n):
-                inputs = torch.tensor([[SOS, *seq]])
-                targets = torch.tensor([*seq, EOS])
-                dec = model.decoder(inputs, model.initial_state(enc))[0][0].float().log_softmax(-1)
-                dec_lp = float(dec[torch.arange(n + 1), targets].sum())
-                lm_lp = float(lm(inputs)[0].float().log_softmax(-1)[torch.arange(n + 1), targets].sum())
-                ctc_lp = -float(
-                    F.ctc_loss(
-                        ctc[:, None], torch.tensor([seq]), enc.lengths, torch.tensor([n]),
-                        blank=BLANK, reduction="sum",
-                    )
-                ) if n else float(ctc[:, BLANK].sum())
-                total = (1 - cfg.ctc_weight) * dec_lp + cfg.length_bonus * (n + 1)
-                if cfg.ctc_weight:
-                    total += cfg.ctc_weight * ctc_lp
-                if cfg.lm_weight:
-                    total += cfg.lm_weight * lm_lp
-                results[seq] = total
+        ctc_lp = -F.ctc_loss(
+            ctc[:, None].expand(-1, count, -1),
+            targets.masked_fill(targets == EOS, BLANK),
+            enc.lengths.expand(count),
+            real.sum(1) - 1,
+            blank=BLANK,
+            reduction="none",
+        )
+    dec_total = (dec * real).sum(1)
+    lm_total = (lm_lp * real).sum(1)
+    results = {}
+    for i, seq in enumerate(seqs):
+        total = (1 - cfg.ctc_weight) * float(dec_total[i]) + cfg.length_bonus * (len(seq) + 1)
+        if cfg.ctc_weight:
+            total += cfg.ctc_weight * float(ctc_lp[i])
+        if cfg.lm_weight:
+            total += cfg.lm_weight * float(lm_total[i])
+        results[seq] = total
     return results
 
 
