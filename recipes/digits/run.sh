@@ -22,9 +22,9 @@ fsdd=${FSDD_DIR:-../shared/data/fsdd/recordings}
 seed=0
 speakers=george,jackson,nicolas,yweweler
 test_speaker=nicolas
-# The default config's data preparation options (RESULTS.md); --prepare-args come after these, so
-# they can override them.
-default_prepare_args=""
+# The default config's data preparation (RESULTS.md): each training recording at its own random
+# speed (0.85-1.15: tempo, pitch and formants, other voices); --prepare-args come after, to override.
+default_prepare_args="--train-speed 0.85,1.15"
 prepare_args=""
 extra=()
 while [ $# -gt 0 ]; do
