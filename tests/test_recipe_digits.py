@@ -64,3 +64,26 @@ def test_tiny_length_study_compares_the_modes(tmp_path: Path) -> None:
         assert set(rows) <= {"1", "2", "3"} and sum(r["utterances"] for r in rows.values()) == 9
     assert "| digits | utterances |" in (exp / "wer_by_length.md").read_text()
     assert (exp / "wer_by_length.png").stat().st_size > 1000
+
+
+def test_loso_report_tabulates_folds_and_plots(tmp_path: Path) -> None:
+    """loso_report.py on hand-written fold summaries: per-fold rows, the mean and max, the plot."""
+    exp = tmp_path / "loso"
+    for spk, unseen, seen in (("ann", 0.30, 0.05), ("bo", 0.10, 0.01)):
+        for name, wer in (("eval_unseen", unseen), ("eval_seen", seen)):
+            (exp / spk / name).mkdir(parents=True)
+            (exp / spk / name / "summary.json").write_text(json.dumps({"wer": wer}))
+    (exp / "bo" / "train_seconds").write_text("42\n")
+    (exp / "unscored").mkdir()
+    done = subprocess.run(
+        [sys.executable, "recipes/digits/loso_report.py", str(exp), "--plot", str(tmp_path / "p.png")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((exp / "loso.json").read_text())
+    assert set(result["folds"]) == {"ann", "bo"}
+    assert result["unseen_wer_mean"] == pytest.approx(20.0)
+    assert result["unseen_wer_max"] == pytest.approx(30.0)
+    assert result["seen_wer_mean"] == pytest.approx(3.0)
+    assert "| bo | 10.00 | 1.00 | 42 |" in done.stdout and "| **mean** | **20.00** | 3.00 | |" in done.stdout
+    assert (tmp_path / "p.png").stat().st_size > 1000
