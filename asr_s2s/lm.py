@@ -394,8 +394,12 @@ def train_lm(
     data = TextBatches(blocks, vocab, cfg)
     dev_lines: list[np.ndarray] = []
     if dev:
-        dev_text = [line for block in text_blocks(dev) for line in _block_lines(block)]
-        dev_lines, _ = encode_lines(dev_text[: cfg.dev_max_lines], vocab, cfg.max_line_chars)
+        dev_text: list[str] = []
+        for block in text_blocks(dev):  # only the first lm.dev_max_lines lines are read
+            dev_text += _block_lines(block)[: cfg.dev_max_lines - len(dev_text)]
+            if len(dev_text) >= cfg.dev_max_lines:
+                break
+        dev_lines, _ = encode_lines(dev_text, vocab, cfg.max_line_chars)
     total_bytes = sum(b.end - b.start for b in blocks)
     per_epoch = max(1, math.ceil(total_bytes / cfg.batch_chars))
     total_steps = cfg.max_steps or cfg.epochs * per_epoch
