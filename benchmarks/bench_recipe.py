@@ -101,10 +101,11 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers (train.num_workers)")
     args = p.parse_args()
     run = benchlib.start("recipe", args)
-    if not run.cuda:  # a 2-core CPU takes minutes per full-size step
+    if args.quick:  # a smoke test: one small step (after a warm-up step on CUDA)
+        args.steps, args.warmup = 1, int(run.cuda)
+        args.max_frames = args.max_frames or (3000 if run.cuda else 1500)
+    elif not run.cuda:  # a 2-core CPU takes minutes per full-size step
         args.max_frames = args.max_frames or 6000
-    if args.quick:
-        args.steps, args.warmup, args.max_frames = 1, 1, args.max_frames or 3000
     names = [
         n.strip() for n in (args.configs or ("100h,960h" if run.cuda else "100h")).split(",") if n.strip()
     ]
