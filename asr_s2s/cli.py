@@ -41,7 +41,15 @@ def _add_set(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_search(p: argparse.ArgumentParser) -> None:
+def _add_search(p: argparse.ArgumentParser, chunking: bool = False) -> None:
+    """The decoding flags of evaluate, transcribe and serve; ``chunking`` adds --max-chunk-seconds."""
+    p.add_argument("--beam-size", type=int, help="beam width (default: the model's decode.beam_size)")
+    if chunking:
+        p.add_argument(
+            "--max-chunk-seconds",
+            type=float,
+            help="longest piece decoded at once, split at silences (default: decode.max_chunk_seconds)",
+        )
     p.add_argument("--ctc-weight", type=float, help="weight of the CTC prefix scores in beam search, 0 to 1")
     p.add_argument("--lm", type=Path, help="character LM (asr-s2s train-lm) for shallow fusion")
     p.add_argument("--lm-weight", type=float, help="weight of the LM's log-probabilities (with --lm)")
@@ -87,7 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="model bundle or checkpoint")
     p.add_argument("--manifest", type=Path, required=True, help="manifest with reference texts")
     p.add_argument("--out", type=Path, required=True, help="folder for the report files")
-    p.add_argument("--beam-size", type=int, help="beam width (default: the model's decode.beam_size)")
     _add_search(p)
     p.add_argument("--batch-size", type=int, help="utterances decoded together")
     p.add_argument(
@@ -105,14 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["txt", "json", "jsonl", "srt", "vtt"], default="txt", help="output format"
     )
     p.add_argument("--output-dir", type=Path, help="write one file per input here (default: print to stdout)")
-    p.add_argument("--beam-size", type=int, help="beam width (default: the model's decode.beam_size)")
-    _add_search(p)
+    _add_search(p, chunking=True)
     p.add_argument("--batch-size", type=int, help="segments decoded together")
-    p.add_argument(
-        "--max-chunk-seconds",
-        type=float,
-        help="longest piece decoded at once, split at silences (default: decode.max_chunk_seconds)",
-    )
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     _add_common(p)
 
@@ -132,12 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=64, help="requests in progress before 503 (default: 64)")
     p.add_argument("--max-upload-mb", type=float, default=25.0, help="largest upload, else 413 (default: 25)")
     p.add_argument("--model-name", default="asr-s2s", help="the model id clients see (default: asr-s2s)")
-    p.add_argument("--beam-size", type=int, help="beam width (default: the model's decode.beam_size)")
-    p.add_argument(
-        "--max-chunk-seconds",
-        type=float,
-        help="longest piece decoded at once, split at silences (default: decode.max_chunk_seconds)",
-    )
+    _add_search(p, chunking=True)
     p.add_argument("--device", help="cpu, cuda or cuda:N")
     _add_common(p)
 
@@ -305,7 +301,10 @@ def _run(args: argparse.Namespace) -> int:
         )
         config.check()
         model = load_model(
-            args.model, device=resolve_device(args.device), max_chunk_seconds=args.max_chunk_seconds
+            args.model,
+            device=resolve_device(args.device),
+            max_chunk_seconds=args.max_chunk_seconds,
+            **_search_options(args),
         )
         serve(model, config, log_level="warning" if args.quiet else "debug" if args.debug else "info")
     elif args.command == "export":
