@@ -243,7 +243,7 @@ def test_extra_kaldi_digit_utterances_join_train_only(fake_fsdd: Path, tmp_path:
     (data / "wav.scp").write_text("".join(f"{u}\tWAVE/{u}.flac\n" for u in texts))
     (data / "text").write_text("".join(f"{u}\t{t}\n" for u, t in texts.items()))
     (data / "utt2spk").write_text("u1 0001\nu2 0002\nu3 0003\n")
-    extra = digits.digit_utterances(data)
+    extra = digits.kaldi_utterances(data)
     expected = [("u1", "zero three", "0001"), ("u3", "nine", "0003")]
     assert [(u.id, u.text, u.speaker) for u in extra] == expected
     counts = {"train": 5, "dev": 2, "test": 2}
@@ -265,7 +265,60 @@ def test_extra_kaldi_digit_utterances_join_train_only(fake_fsdd: Path, tmp_path:
     assert sorted(u.id for u in report.utterances) == sorted(u.id for u in train)
     with pytest.raises(AsrError, match="no utterance whose transcript is only digit words"):
         (data / "text").write_text("u2 WE CALL IT BEAR\n")
-        digits.digit_utterances(data)
+        digits.kaldi_utterances(data)
+
+
+def test_extra_kaldi_all_sentences_normalized(tmp_path: Path) -> None:
+    corpus = tmp_path / "so"
+    data = corpus / "train"
+    data.mkdir(parents=True)
+    texts = {"u1": "ZERO THREE", "u2": "WE CALL IT \u2018BEAR\u2019, OK?", "u3": "IT'S NINE", "u4": "..."}
+    for utt in texts:
+        _flac(corpus / "WAVE" / f"{utt}.flac", 0.4)
+    (data / "wav.scp").write_text("".join(f"{u}\tWAVE/{u}.flac\n" for u in texts))
+    (data / "text").write_text("".join(f"{u}\t{t}\n" for u, t in texts.items()))
+    every = digits.kaldi_utterances(data, digits_only=False)
+    # The model's own text normalization (asr_s2s.text.normalize); a transcript that normalizes to
+    # nothing is left out.
+    assert [(u.id, u.text) for u in every] == [
+        ("u1", "zero three"),
+        ("u2", "we call it bear ok"),
+        ("u3", "it's nine"),
+    ]
+    assert [u.id for u in digits.kaldi_utterances(data)] == ["u1"]
+
+
+def test_band_limit_removes_what_fsdd_cannot_hold() -> None:
+    t = np.arange(16000) / 16000
+    low = np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+    high = np.sin(2 * np.pi * 6000 * t).astype(np.float32)
+    out = digits.band_limit(low + high)
+    assert out.shape == low.shape
+    spectrum = np.abs(np.fft.rfft(out[1000:-1000] * np.hanning(14000)))
+    bins = np.fft.rfftfreq(14000, 1 / 16000)
+    at = lambda hz: spectrum[np.argmin(np.abs(bins - hz))]  # noqa: E731
+    # The 1 kHz tone passes (FSDD's band), the 6 kHz one is gone (above its 4 kHz Nyquist).
+    assert at(6000) < 1e-3 * at(1000)
+    assert np.allclose(out[1000:-1000], low[1000:-1000], atol=0.02)
+
+
+def test_extra_copies_get_their_own_speed(fake_fsdd: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src.flac"
+    _flac(src, 1.0)
+    extra = [digits.Utterance("u1", src, 1.0, "one", speaker="s")]
+    counts = {"train": 2, "dev": 1, "test": 1}
+    plain = digits.build_corpus(fake_fsdd, tmp_path / "a", counts, extra_train=extra, extra_copies=4)
+    slow = digits.build_corpus(
+        fake_fsdd, tmp_path / "b", counts, extra_train=extra, extra_copies=4, train_speed=(0.5, 0.55)
+    )
+    assert plain.utterances["train"] == slow.utterances["train"] == 6
+
+    def lengths(out: Path) -> list[float]:
+        return [u.duration for u in read_manifest(out / "train.jsonl") if u.speaker == "xs"]
+
+    # 1 s of audio between 0.2-0.5 s of edge silence; played at 0.50-0.55x: 1.8-2 s of it.
+    assert all(1.2 <= d <= 1.5 for d in lengths(tmp_path / "a"))
+    assert all(1.8 + 0.2 <= d <= 2.0 + 0.5 for d in lengths(tmp_path / "b"))
 
 
 @pytest.fixture

@@ -12,7 +12,10 @@ dev, and the other speakers' recordings 0-4 form ``test_seen`` (the seen-speaker
 output is a pure function of the input files, the options and the seed.
 
 ``--extra-kaldi DIR`` adds the digit-only utterances of a Kaldi data directory (speechocean762's
-77 digit strings, 26 speakers) to ``train`` only, ``--extra-copies N`` times each.
+77 digit strings, 26 speakers) to ``train`` only, ``--extra-copies N`` times each; with
+``--extra-text all`` every utterance joins (speechocean762: 2,500 sentences, 125 speakers: more
+voices), its transcript normalized to the corpus's character set. Extra audio passes through
+FSDD's 8 kHz, so it has the same bandwidth as the digits.
 
     python recipes/digits/prepare.py --fsdd-dir DIR --out OUTDIR [--seed 0] [--test-speakers NAME]
 """
@@ -59,6 +62,8 @@ FSDD_ARCHIVE = f"fsdd-v{FSDD_VERSION}.tar.gz"
 FSDD_SHA256SUMS = Path(__file__).resolve().parent / f"SHA256SUMS-v{FSDD_VERSION}"
 
 SAMPLE_RATE = 16000
+# FSDD's recordings are 8 kHz: extra training audio is band-limited to match (nothing above 4 kHz).
+FSDD_RATE = 8000
 SPLITS = ("train", "dev", "test", "test_seen")
 # One chapter per split keeps utterance ids unique across splits although the speakers are shared.
 CHAPTERS = {"train": 0, "dev": 1, "test": 2, "test_seen": 3}
@@ -232,14 +237,13 @@ def build_corpus(
     ``num_utts`` maps split names to utterance counts (default ``DEFAULT_COUNTS``, plus
     ``test_seen: DEFAULT_TEST_SEEN`` with ``test_speakers``); ``test_speakers`` makes ``test`` the
     unseen-speaker test and ``speakers`` restricts the FSDD speakers used (see :func:`scan_fsdd`).
-    ``extra_train`` (see :func:`digit_utterances`)
-    joins the training split ``extra_copies`` times (each copy with its own edge silence and noise),
-    after the ``train`` count. ``train_speed = (low, high)`` plays each source recording of a
-    training utterance at its own random speed in that range (:func:`change_speed`; dev and test
-    stay unchanged). Each utterance has
-    its own random generator seeded by ``(seed, split, number)``, so a split's content does not
-    depend on the sizes of the others, and the result is identical for identical inputs, whatever the
-    number of worker processes ``jobs``.
+    ``extra_train`` (see :func:`kaldi_utterances`) joins the training split ``extra_copies`` times
+    (each copy with its own edge silence and noise, and its own speed with ``train_speed``), after
+    the ``train`` count. ``train_speed = (low, high)`` plays each source recording of a training
+    utterance at its own random speed in that range (:func:`change_speed`; dev and test stay
+    unchanged). Each utterance has its own random generator seeded by ``(seed, split, number)``, so
+    a split's content does not depend on the sizes of the others, and the result is identical for
+    identical inputs, whatever the number of worker processes ``jobs``.
     """
     if num_utts is not None:
         counts = dict(num_utts)
@@ -287,7 +291,8 @@ def build_corpus(
             train_speed if split == "train" else None,
         )
         if split == "train" and extra_train:
-            utts = sorted(utts + _add_extra(extra_train, extra_copies, out_dir, seed), key=lambda u: u.id)
+            added = _add_extra(extra_train, extra_copies, out_dir, seed, train_speed)
+            utts = sorted(utts + added, key=lambda u: u.id)
         manifest = out_dir / f"{split}.jsonl"
         write_manifest(manifest, utts, relative=True)
         summary.utterances[split] = len(utts)
@@ -409,31 +414,48 @@ def _build_split(
     return utts, sources
 
 
-def digit_utterances(kaldi_dir: str | Path) -> list[Utterance]:
-    """The utterances of a Kaldi data directory whose transcript is only digit words (``ZERO`` to
-    ``NINE``), with lowercase text; audio paths in ``wav.scp`` resolve against the folder above
-    ``kaldi_dir`` (a corpus root holding ``train/`` next to ``WAVE/``, as speechocean762)."""
+def kaldi_utterances(kaldi_dir: str | Path, digits_only: bool = True) -> list[Utterance]:
+    """The utterances of a Kaldi data directory, with transcripts normalized as the model's text
+    (:func:`asr_s2s.text.normalize`: lowercase, no punctuation but apostrophes); with
+    ``digits_only`` only those whose transcript is digit words alone (``ZERO`` to ``NINE``). Audio
+    paths in ``wav.scp`` resolve against the folder above ``kaldi_dir`` (a corpus root holding
+    ``train/`` next to ``WAVE/``, as speechocean762)."""
     from asr_s2s.kaldi import read_kaldi_dir
+    from asr_s2s.text import normalize
 
     kaldi_dir = Path(kaldi_dir)
     found = read_kaldi_dir(kaldi_dir, audio_root=kaldi_dir.resolve().parent)
     utts = []
     for utt in found.utterances:
-        words = utt.text.lower().split()
-        if words and all(w in DIGIT_WORDS for w in words):
-            utts.append(
-                Utterance(utt.id, utt.audio_filepath, utt.duration, " ".join(words), utt.offset, utt.speaker)
-            )
+        text = normalize(utt.text)
+        if text and (not digits_only or all(w in DIGIT_WORDS for w in text.split())):
+            utts.append(Utterance(utt.id, utt.audio_filepath, utt.duration, text, utt.offset, utt.speaker))
     if not utts:
-        raise AsrError(f"{kaldi_dir}: no utterance whose transcript is only digit words ({found.summary()})")
+        what = "whose transcript is only digit words" if digits_only else "with a transcript"
+        raise AsrError(f"{kaldi_dir}: no utterance {what} ({found.summary()})")
     return utts
 
 
-def _add_extra(extra: Sequence[Utterance], copies: int, out_dir: Path, seed: int) -> list[Utterance]:
+def band_limit(audio: np.ndarray) -> np.ndarray:
+    """16 kHz ``audio`` through FSDD's 8 kHz and back (torchaudio's windowed-sinc resampling):
+    nothing is left above 4 kHz, as in the FSDD recordings."""
+    low = AF.resample(torch.from_numpy(audio), SAMPLE_RATE, FSDD_RATE)
+    return np.ascontiguousarray(AF.resample(low, FSDD_RATE, SAMPLE_RATE).numpy(), dtype=np.float32)
+
+
+def _add_extra(
+    extra: Sequence[Utterance],
+    copies: int,
+    out_dir: Path,
+    seed: int,
+    speed: tuple[float, float] | None = None,
+) -> list[Utterance]:
     """Render ``copies`` versions of each extra utterance into the train split's folder.
 
-    Each copy gets its own edge silence and noise (:func:`synthesize`, one generator per copy and
-    utterance), under speaker ``EXTRA_SPEAKER_PREFIX + speaker`` in the train chapter.
+    The audio is band-limited (:func:`band_limit`); each copy gets its own edge silence and noise
+    (:func:`synthesize`, one generator per copy and utterance) and, with ``speed``, its own speed
+    factor (in steps of 0.01, as the FSDD recordings), under speaker
+    ``EXTRA_SPEAKER_PREFIX + speaker`` in the train chapter.
     """
     chapter = CHAPTERS["train"]
     split_dir = out_dir / "LibriSpeech" / "train"
@@ -445,12 +467,14 @@ def _add_extra(extra: Sequence[Utterance], copies: int, out_dir: Path, seed: int
         if src.offset:
             start = int(round(src.offset * SAMPLE_RATE))
             mono = mono[start : start + int(round(src.duration * SAMPLE_RATE))]
+        mono = band_limit(mono)
         speaker = EXTRA_SPEAKER_PREFIX + (src.speaker or src.id)
         folder = split_dir / speaker / str(chapter)
         folder.mkdir(parents=True, exist_ok=True)
         for copy in range(copies):
             rng = np.random.default_rng([seed, len(SPLITS), k, copy])
-            samples = synthesize([mono], rng)
+            factor = 1.0 if speed is None else float(np.round(rng.uniform(*speed), 2))
+            samples = synthesize([mono if factor == 1.0 else change_speed(mono, factor)], rng)
             utt_id = f"{speaker}-{chapter}-{next_number[speaker]:04d}"
             next_number[speaker] += 1
             path = folder / f"{utt_id}.flac"
@@ -541,6 +565,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--extra-copies", type=int, default=1, help="copies of each --extra-kaldi utterance")
     parser.add_argument(
+        "--extra-text",
+        choices=("digits", "all"),
+        default="digits",
+        help="which --extra-kaldi utterances join train: digit strings only, or all (more voices)",
+    )
+    parser.add_argument(
         "--train-speed",
         help="LOW,HIGH: play each training recording at a random speed in this range (e.g. 0.85,1.15)",
     )
@@ -571,7 +601,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs=args.jobs,
             test_speakers=test_speakers,
             speakers=[s for s in (args.speakers or "").split(",") if s],
-            extra_train=digit_utterances(args.extra_kaldi) if args.extra_kaldi else (),
+            extra_train=(
+                kaldi_utterances(args.extra_kaldi, digits_only=args.extra_text == "digits")
+                if args.extra_kaldi
+                else ()
+            ),
             extra_copies=args.extra_copies,
             train_speed=_speed_range(args.train_speed) if args.train_speed else None,
         )
