@@ -64,6 +64,9 @@ class ModelConfig:
     encoder_layers: int = 3
     bidirectional: bool = True
     encoder_dropout: float = 0.1
+    # Pyramidal encoder: frames joined after each encoder layer but the last, e.g. [2, 1] for 3
+    # layers: layer 1 at stack_frames x 10 ms, layers 2 and 3 at twice that. [] (the default): none.
+    pyramid: list[int] = field(default_factory=list)
     reverse_input: bool = False
     embedding_dim: int = 64
     decoder_hidden: int = 256
@@ -182,6 +185,9 @@ class DecodeConfig:
     ctc_weight: float = 0.0
     lm_weight: float = 0.0
     length_bonus: float = 0.0
+    # The CTC head's best path (argmax per frame, repeats merged, blanks dropped), as CTC toolkits
+    # decode greedily: no decoder, no beam; the other search settings are ignored.
+    ctc_greedy: bool = False
 
 
 @dataclass
@@ -377,6 +383,10 @@ def validate(config: Config) -> None:
         ),
         (m.stack_frames >= 1, "model.stack_frames must be >= 1"),
         (m.encoder_layers >= 1 and m.decoder_layers >= 1, "model layers must be >= 1"),
+        (
+            not m.pyramid or (len(m.pyramid) == m.encoder_layers - 1 and min(m.pyramid) >= 1),
+            "model.pyramid must be empty or one factor >= 1 per encoder layer but the last",
+        ),
         (
             t.schedule in ("cosine", "noam", "plateau", "constant"),
             "train.schedule must be cosine, noam, plateau or constant",

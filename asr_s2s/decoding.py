@@ -1,5 +1,5 @@
-"""Greedy search over the decoder, and beam search over weighted scorers (decoder, CTC, LM),
-batched over utterances."""
+"""Greedy search over the decoder, beam search over weighted scorers (decoder, CTC, LM), and the CTC
+head's greedy best path, batched over utterances."""
 
 from __future__ import annotations
 
@@ -50,6 +50,35 @@ def greedy_search(
             break
     steps = torch.stack(out, 1).tolist() if out else [[] for _ in range(batch)]
     return [_until_eos(seq) for seq in steps]
+
+
+def ctc_collapse(path: list[int], blank: int = Vocabulary.pad_id) -> list[int]:
+    """A CTC alignment -> its labels: runs of one id merged, then blanks dropped
+    (``a a - a b b`` -> ``a a b``: a blank between two equal labels keeps both)."""
+    labels, previous = [], None
+    for token in path:
+        if token != previous and token != blank:
+            labels.append(token)
+        previous = token
+    return labels
+
+
+@torch.inference_mode()
+def ctc_greedy_search(model: Seq2Seq, feats: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """The CTC head's best path for ``(batch, time, n_mels)`` features, collapsed (:func:`ctc_collapse`).
+
+    The most likely token per encoder frame, within each utterance's length, as the greedy decoders
+    of CTC toolkits do: no decoder, no language model, no beam. ``<sos>`` and ``<eos>`` are never CTC
+    targets, so they are excluded from the argmax; the blank is the pad id, as in training.
+    """
+    if model.ctc_head is None:
+        raise ConfigError("decode.ctc_greedy needs a CTC head, and this model has none (train.ctc_weight=0)")
+    enc = model.encode(feats, lengths)
+    logits = model.ctc_head(enc.outputs).float()
+    logits[..., Vocabulary.sos_id] = float("-inf")
+    logits[..., Vocabulary.eos_id] = float("-inf")
+    best = logits.argmax(-1).tolist()
+    return [ctc_collapse(row[:n]) for row, n in zip(best, enc.lengths.tolist())]
 
 
 def _until_eos(seq: list[int]) -> list[int]:
@@ -237,8 +266,11 @@ def decode(
     cfg: DecodeConfig | None = None,
     lm: CharLM | None = None,
 ) -> list[list[int]]:
-    """Greedy search for ``beam_size == 1`` with the decoder alone, beam search otherwise."""
+    """The CTC head's best path with ``ctc_greedy``; greedy search for ``beam_size == 1`` with the
+    decoder alone; beam search otherwise."""
     cfg = cfg or DecodeConfig()
+    if cfg.ctc_greedy:
+        return ctc_greedy_search(model, feats, lengths)
     if cfg.beam_size <= 1 and not uses_scorers(cfg):
         return greedy_search(model, feats, lengths, cfg)
     return beam_search(model, feats, lengths, cfg, lm)

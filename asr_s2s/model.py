@@ -8,6 +8,7 @@ The decoder's initial state is the encoder's final ``(h, c)`` of every layer, pa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -54,49 +55,92 @@ class EncoderOutput:
     final: LSTMState
 
 
+def concat_frames(x: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Join ``k`` consecutive frames, keep every ``k``-th: ``(B, T, F) -> (B, ceil(T/k), k*F)``, lengths
+    ``(B,)`` -> ``ceil(lengths / k)``. The last group of a sequence is completed with what follows it
+    (zeros past the padded end)."""
+    if k == 1:
+        return x, lengths
+    batch, time, dim = x.shape
+    pad = (-time) % k
+    if pad:
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+    return x.reshape(batch, (time + pad) // k, k * dim), (lengths + k - 1) // k
+
+
 class Encoder(nn.Module):
     """Frame stacking with subsampling, then a stack of (bi)LSTM layers with packed-sequence semantics
-    (each utterance's recurrence and final states end at its own length)."""
+    (each utterance's recurrence and final states end at its own length).
+
+    With ``model.pyramid`` (one factor per layer but the last) the output of layer ``i`` is
+    subsampled by concatenating ``pyramid[i]`` consecutive frames before layer ``i + 1``, as in LAS's
+    pyramidal BLSTM (Chan et al., 2016): the lower layers see a finer time resolution and the upper
+    ones run on fewer steps. The layers between two reductions run as one ``nn.LSTM``; the first of
+    those is ``self.lstm``, so a model without a pyramid has the parameter names it always had.
+    """
 
     def __init__(self, cfg: ModelConfig, n_mels: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.directions = 2 if cfg.bidirectional else 1
-        self.lstm = nn.LSTM(
-            n_mels * cfg.stack_frames,
-            cfg.encoder_hidden,
-            num_layers=cfg.encoder_layers,
-            batch_first=True,
-            dropout=cfg.encoder_dropout if cfg.encoder_layers > 1 else 0.0,
-            bidirectional=cfg.bidirectional,
-        )
-        if cfg.forget_bias:
-            init_forget_bias(self.lstm, cfg.forget_bias)
         self.output_dim = cfg.encoder_hidden * self.directions
+        factors = list(cfg.pyramid) or [1] * (cfg.encoder_layers - 1)
+        cuts = [i + 1 for i, k in enumerate(factors) if k > 1]
+        bounds = [0, *cuts, cfg.encoder_layers]
+        # pools[j]: the frames joined before block j + 1 (after block j's last layer).
+        self.pools = [factors[cut - 1] for cut in cuts]
+        blocks = []
+        for j, (start, stop) in enumerate(zip(bounds, bounds[1:])):
+            size = n_mels * cfg.stack_frames if j == 0 else self.output_dim * self.pools[j - 1]
+            lstm = nn.LSTM(
+                size,
+                cfg.encoder_hidden,
+                num_layers=stop - start,
+                batch_first=True,
+                dropout=cfg.encoder_dropout if stop - start > 1 else 0.0,
+                bidirectional=cfg.bidirectional,
+            )
+            if cfg.forget_bias:
+                init_forget_bias(lstm, cfg.forget_bias)
+            blocks.append(lstm)
+        self.lstm = blocks[0]
+        self.upper = nn.ModuleList(blocks[1:])
+
+    @property
+    def subsampling(self) -> int:
+        """Input frames per output frame: ``stack_frames`` times the pyramid's factors."""
+        return self.cfg.stack_frames * math.prod(self.pools)
 
     def stack(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Join ``k`` consecutive frames, keep every ``k``-th: ``(B, T, F) -> (B, ceil(T/k), k*F)``."""
-        k = self.cfg.stack_frames
-        if k == 1:
-            return feats, lengths
-        batch, time, dim = feats.shape
-        pad = (-time) % k
-        if pad:
-            feats = torch.nn.functional.pad(feats, (0, 0, 0, pad))
-        return feats.reshape(batch, (time + pad) // k, k * dim), (lengths + k - 1) // k
+        return concat_frames(feats, lengths, self.cfg.stack_frames)
+
+    @staticmethod
+    def _run(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, LSTMState]:
+        if x.device.type == "cpu":
+            # nn.LSTM on a PackedSequence takes a slow step-by-step path on CPU; this runs the same
+            # weights through the fused kernel with the same results (see asr_s2s.lstm).
+            return segmented_lstm(lstm, x, lengths)
+        # cuDNN runs packed sequences itself
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, state = lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return out, state
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         x, lengths = self.stack(feats, lengths)
         if self.cfg.reverse_input:
             x = reverse_padded(x, lengths)
-        if x.device.type == "cpu":
-            # nn.LSTM on a PackedSequence takes a slow step-by-step path on CPU; this runs the same
-            # weights through the fused kernel with the same results (see asr_s2s.lstm).
-            out, (h, c) = segmented_lstm(self.lstm, x, lengths)
-        else:  # cuDNN runs packed sequences itself
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            out, (h, c) = self.lstm(packed)
-            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        x, (h, c) = self._run(self.lstm, x, lengths)
+        hs, cs = [h], [c]
+        for k, lstm in zip(self.pools, self.upper):
+            # nn.LSTM's dropout between layers, here between blocks (elementwise: before or after the
+            # concatenation is the same).
+            x = nn.functional.dropout(x, self.cfg.encoder_dropout, self.training)
+            x, lengths = concat_frames(x, lengths, k)
+            x, (h, c) = self._run(lstm, x, lengths)
+            hs.append(h)
+            cs.append(c)
         layers, dirs = self.cfg.encoder_layers, self.directions
 
         def merge(s: torch.Tensor) -> torch.Tensor:
@@ -104,7 +148,7 @@ class Encoder(nn.Module):
             s = s.view(layers, dirs, s.shape[1], s.shape[2])
             return torch.cat(list(s.unbind(1)), dim=-1)
 
-        return EncoderOutput(out, lengths, (merge(h), merge(c)))
+        return EncoderOutput(x, lengths, (merge(torch.cat(hs)), merge(torch.cat(cs))))
 
 
 class Bridge(nn.Module):

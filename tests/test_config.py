@@ -68,6 +68,8 @@ def test_empty_yaml_file_gives_defaults(tmp_path: Path) -> None:
         ("train.schedule=constant", "train", "schedule", "constant"),
         ("model.attention= none ", "model", "attention", "none"),
         ("features.n_mels=40", "features", "n_mels", 40),
+        ("model.pyramid=2,1", "model", "pyramid", [2, 1]),
+        ("decode.ctc_greedy=true", "decode", "ctc_greedy", True),
     ],
 )
 def test_set_override_coerces_types(override: str, section: str, name: str, expected: object) -> None:
@@ -224,6 +226,8 @@ def test_from_dict_missing_keys_take_defaults() -> None:
         ("train.checkpoint_every=0", "train.checkpoint_every"),
         ("train.scheduled_sampling=1.5", "train.scheduled_sampling"),
         ("train.token_dropout=1", "train.token_dropout"),
+        ("model.pyramid=2", "model.pyramid"),  # one factor per layer but the last (3 layers: 2)
+        ("model.pyramid=2,0", "model.pyramid"),
     ],
 )
 def test_validate_rejects_unworkable_values(override: str, must_name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -12,7 +13,15 @@ from conftest import tiny_model
 
 from asr_s2s.checkpoint import load_bundle
 from asr_s2s.config import DecodeConfig
-from asr_s2s.decoding import beam_search, decode, greedy_search, max_output_lengths
+from asr_s2s.decoding import (
+    beam_search,
+    ctc_collapse,
+    ctc_greedy_search,
+    decode,
+    greedy_search,
+    max_output_lengths,
+)
+from asr_s2s.errors import ConfigError
 from asr_s2s.loss import cross_entropy, teacher_forcing_io
 from asr_s2s.model import Seq2Seq
 from asr_s2s.text import Vocabulary
@@ -195,3 +204,54 @@ def test_outputs_match_the_search_before_scorers(attention: str) -> None:
         assert decode(model, feats, lengths, settings) == hyps, key
         checked += 1
     assert checked == 16
+
+
+def test_ctc_collapse_against_groupby_on_every_short_path() -> None:
+    # Independent definition: one label per run of equal ids, blank runs dropped.
+    assert ctc_collapse([5, 5, 0, 5, 6, 6]) == [5, 5, 6]
+    assert ctc_collapse([0, 0]) == [] and ctc_collapse([]) == []
+    for n in range(7):
+        for path in itertools.product([0, 4, 5], repeat=n):
+            assert ctc_collapse(list(path)) == [k for k, _ in itertools.groupby(path) if k != 0]
+
+
+def ctc_model(seed: int = 0) -> Seq2Seq:
+    model, config, vocab = tiny_model(seed=seed)
+    torch.manual_seed(seed)
+    return Seq2Seq(config.model, config.features.n_mels, len(vocab), ctc=True).eval()
+
+
+def test_ctc_greedy_is_the_collapsed_most_likely_path_by_brute_force() -> None:
+    # Every path over the CTC labels (blank and characters, not <sos>/<eos>) within each utterance's
+    # encoder length, scored by summed log-probabilities: the best one, collapsed, is the output.
+    model = ctc_model()
+    feats, lengths = random_batch(seed=3, batch=4, max_frames=12)  # <= 4 encoder frames
+    with torch.no_grad():
+        enc = model.encode(feats, lengths)
+        logp = model.ctc_head(enc.outputs).log_softmax(-1)
+    labels = [i for i in range(model.vocab_size) if i not in (Vocabulary.sos_id, Vocabulary.eos_id)]
+    got = ctc_greedy_search(model, feats, lengths)
+    for b, frames in enumerate(enc.lengths.tolist()):
+        best = max(
+            itertools.product(labels, repeat=frames),
+            key=lambda path: sum(float(logp[b, t, k]) for t, k in enumerate(path)),
+        )
+        assert got[b] == ctc_collapse(list(best))
+
+
+def test_ctc_greedy_ignores_padding_and_is_what_decode_runs() -> None:
+    model = ctc_model(seed=2)
+    feats, lengths = random_batch(seed=5, batch=5, max_frames=40)
+    batched = decode(model, feats, lengths, cfg(ctc_greedy=True, beam_size=4, ctc_weight=0.3))
+    for b in range(5):
+        n = int(lengths[b])
+        assert batched[b] == ctc_greedy_search(model, feats[b : b + 1, :n], lengths[b : b + 1])[0]
+    assert any(batched), "a random model should emit something"
+    assert all(Vocabulary.eos_id not in ids and Vocabulary.sos_id not in ids for ids in batched)
+
+
+def test_ctc_greedy_needs_a_ctc_head() -> None:
+    model, _, _ = tiny_model()
+    feats, lengths = random_batch(seed=0, batch=2)
+    with pytest.raises(ConfigError, match="ctc_greedy"):
+        decode(model, feats, lengths, cfg(ctc_greedy=True))

@@ -409,3 +409,71 @@ def test_stored_configs_without_normalization_load_as_global() -> None:
     del data["augment"]
     config = Config.from_dict(data, strict=False)
     assert config.model.normalization == "global" and not config.augment.waveform
+
+
+def _packed(lstm: torch.nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """nn.LSTM itself on the PackedSequence of ``x``: the reference for the encoder's fast path."""
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, state = lstm(packed)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out, state
+
+
+def test_no_pyramid_keeps_the_parameter_names() -> None:
+    # Models trained before model.pyramid existed must load: one nn.LSTM named encoder.lstm.
+    names = [n for n in _model().state_dict() if n.startswith("encoder.")]
+    assert names and all(n.startswith("encoder.lstm.") for n in names)
+    assert _model(pyramid=[1, 1]).state_dict().keys() == _model().state_dict().keys()
+    assert _model().encoder.subsampling == 3
+
+
+@pytest.mark.parametrize("pyramid", [[2, 1], [1, 3], [2, 2]])
+def test_pyramid_equals_lstms_with_joined_frames(pyramid: list[int]) -> None:
+    # Independent reference: nn.LSTM layers run one by one on PackedSequences, with k consecutive
+    # outputs concatenated (zero-padded at the end) between them.
+    model = _model(pyramid=pyramid)
+    feats, lens = _batch([31, 17, 8])
+    enc = model.encode(feats, lens)
+    x = model.normalize(feats, lens)
+    x, x_lens = model.encoder.stack(x, lens)
+    blocks = [model.encoder.lstm, *model.encoder.upper]
+    hs = []
+    pools = [1, *(k for k in pyramid if k > 1)]
+    for k, lstm in zip(pools, blocks):
+        if k > 1:
+            pad = (-x.shape[1]) % k
+            x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+            x = x.reshape(x.shape[0], x.shape[1] // k, -1)
+            x_lens = torch.div(x_lens + k - 1, k, rounding_mode="floor")
+        x, (h, _) = _packed(lstm, x, x_lens)
+        hs.append(h)
+    total = 3 * pyramid[0] * pyramid[1]
+    assert model.encoder.subsampling == total
+    assert enc.lengths.tolist() == [-(-n // total) for n in lens.tolist()] == x_lens.tolist()
+    torch.testing.assert_close(enc.outputs, x)
+    h = torch.cat(hs).view(3, 2, 3, 16)
+    torch.testing.assert_close(enc.final[0], torch.cat([h[:, 0], h[:, 1]], dim=-1))
+
+
+def test_pyramid_utterances_do_not_see_their_batch() -> None:
+    # Odd lengths leave a half-filled last group: it must be completed with zeros, not the padding
+    # of a longer neighbour's frames, so each utterance encodes as it would alone.
+    model = _model(ctc=True, pyramid=[2, 1], stack_frames=1)
+    feats, lens = _batch([23, 9, 14])
+    enc = model.encode(feats, lens)
+    for i, n in enumerate(lens.tolist()):
+        alone = model.encode(feats[i : i + 1, :n], lens[i : i + 1])
+        frames = int(enc.lengths[i])
+        torch.testing.assert_close(enc.outputs[i, :frames], alone.outputs[0])
+        assert not enc.outputs[i, frames:].any()
+        torch.testing.assert_close(enc.final[1][:, i], alone.final[1][:, 0])
+
+
+def test_pyramid_trains() -> None:
+    model = _model(ctc=True, pyramid=[2, 1], attention="dot").train()
+    feats, lens = _batch([40, 25])
+    tokens_in = _tokens(2, 5)
+    out = model(feats, lens, tokens_in)
+    assert out.ctc_logits.shape[1] == 7 and out.enc_lengths.tolist() == [7, 5]
+    out.logits.sum().backward()
+    assert all(p.grad is not None for p in model.encoder.upper.parameters())
