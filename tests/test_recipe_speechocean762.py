@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from conftest import REPO, SHARED_DATA, sine, write_audio
@@ -17,10 +18,20 @@ from asr_s2s.errors import AsrError
 from asr_s2s.manifest import read_manifest
 
 CORPUS = SHARED_DATA / "speechocean762"
-_spec = importlib.util.spec_from_file_location("so762_prepare", REPO / "recipes/speechocean762/prepare.py")
-assert _spec is not None and _spec.loader is not None
-prepare = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(prepare)
+
+
+def _recipe_module(name: str) -> ModuleType:
+    """``recipes/speechocean762/NAME.py``, imported (the recipe folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"so762_{name}", REPO / f"recipes/speechocean762/{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+prepare = _recipe_module("prepare")
+timeline = _recipe_module("timeline")
 
 
 def fake_corpus(root: Path, speakers: list[str], split: str = "train", per_speaker: int = 2) -> None:
@@ -110,3 +121,26 @@ def test_tiny_recipe_runs_every_stage(tmp_path: Path) -> None:
     for name in ("training.png", "wer_by_length.png", "example.png"):
         assert (exp / "report" / name).stat().st_size > 1000
     assert (exp / "model.pt").is_file()
+
+
+def test_timeline_reads_dev_scores_and_times_the_target(tmp_path: Path) -> None:
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "tensorboard"))
+    start = time.time()
+    scores = [(100, 0.9, 0.5), (200, 0.5, 0.25), (300, 0.44, 0.21), (400, 0.40, 0.18), (500, 0.3, 0.1)]
+    for i, (step, wer, cer) in enumerate(scores, start=1):
+        writer.add_scalar("train/lr", 1.0, step - 50, walltime=start + 60 * i - 30)
+        writer.add_scalar("dev/dev_wer", wer, step, walltime=start + 60 * i)
+        writer.add_scalar("dev/dev_cer", cer, step, walltime=start + 60 * i)
+    writer.close()
+    points = timeline.timeline(tmp_path)
+    assert [(p.epoch, p.step) for p in points] == [(1, 100), (2, 200), (3, 300), (4, 400), (5, 500)]
+    assert [p.minutes for p in points] == pytest.approx([1, 2, 3, 4, 5], abs=0.05)
+    hit = timeline.time_to_target(points, 0.45, 0.20)
+    assert hit is not None and hit.epoch == 4  # epoch 3 meets the WER but not the CER
+    assert timeline.time_to_target(points, 0.1, 0.1) is None
+    assert timeline.main([str(tmp_path), "--json", str(tmp_path / "t.json")]) == 0
+    assert json.loads((tmp_path / "t.json").read_text())["target"]["step"] == 400
