@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,13 @@ def test_loso_report_tabulates_folds_and_plots(tmp_path: Path) -> None:
     assert result["seen_wer_mean"] == pytest.approx(3.0)
     assert "| bo | 10.00 | 1.00 | 42 |" in done.stdout and "| **mean** | **20.00** | 3.00 | |" in done.stdout
     assert (tmp_path / "p.png").stat().st_size > 1000
+    # A loso.json kept from an earlier run (its folders gone) reads back to the same table.
+    kept = tmp_path / "kept.json"
+    shutil.copy(exp / "loso.json", kept)
+    again = subprocess.run(
+        [sys.executable, "recipes/digits/loso_report.py", str(kept), str(exp), "--labels", "old,new"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("| **mean** | **20.00** | 3.00 | |") == 2
+    assert kept.read_text() == (exp / "loso.json").read_text()

@@ -4,7 +4,9 @@
 
 Each EXP holds one folder per held-out speaker with ``eval_unseen/summary.json`` and
 ``eval_seen/summary.json``. Writes ``EXP/loso.json`` and ``EXP/loso.md`` for each EXP and prints the
-Markdown table; with ``--plot``, one bar group per held-out speaker, one bar per EXP.
+Markdown table; with ``--plot``, one bar group per held-out speaker, one bar per EXP. An EXP may
+also be a ``loso.json`` written earlier (e.g. ``recipes/digits/loso_runs/*.json``, the runs of
+RESULTS.md, whose experiment folders are gone): it is read, not rewritten.
 """
 
 from __future__ import annotations
@@ -93,11 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     results = {}
     for label, exp in zip(labels, args.exps):
-        folds = fold_results(exp)
-        summary = summarize(folds)
-        (exp / "loso.json").write_text(json.dumps({"folds": folds, **summary}, indent=2) + "\n")
-        table = markdown(folds, summary)
-        (exp / "loso.md").write_text(table)
+        if exp.is_file():
+            folds = json.loads(exp.read_text())["folds"]
+            summary = summarize(folds)
+            table = markdown(folds, summary)
+        else:
+            folds = fold_results(exp)
+            summary = summarize(folds)
+            (exp / "loso.json").write_text(json.dumps({"folds": folds, **summary}, indent=2) + "\n")
+            table = markdown(folds, summary)
+            (exp / "loso.md").write_text(table)
         print(f"{label} ({exp})\n{table}")
         results[label] = folds
     if args.plot:
