@@ -9,10 +9,14 @@ checkpoints, optimizers and DDP see no difference), through faster CPU kernels:
   (forward and backward) only for padded input; a ``PackedSequence`` with unequal lengths falls back
   to ATen's step-by-step loop, whose backward also builds, at every step, a zero-filled gradient the
   size of the whole packed input projection: its cost per step grows with the sequence length (about
-  12x slower for a LibriSpeech-size 4x512 biLSTM encoder, see BENCHMARKS.md). Here the batch is sorted
-  longest first, so that the utterances still running between two consecutive distinct lengths are a
-  prefix of the batch, and the fused kernel runs once per distinct length, layer and direction on that
-  prefix, continuing from the previous call's state.
+  12x slower for a LibriSpeech-size 4x512 biLSTM encoder, see BENCHMARKS.md). Here the fused kernel
+  runs once per layer and direction over the padded batch, with one extra input column that is 1 on
+  padding frames and whose weights push the input gate to exactly 0 and the forget gate to exactly 1
+  there: the state is held, exactly, at zero before a sequence starts and at its final value after it
+  ends. So the forward direction's final ``c`` is the kernel's, its final ``h`` its output at the
+  sequence's last frame, and the backward direction runs over the time-flipped batch (padding first)
+  and ends every sequence at the last step. Batches with very unequal lengths are split into a few
+  row groups, each padded to its own longest, when that saves enough padding frames.
 - :func:`lstm_step`: a single time step. A one-step ``nn.LSTM`` call is a oneDNN RNN primitive per
   call on CPU, costly for one step; ``torch.lstm_cell`` per layer (two matrix products and one fused
   pointwise kernel) gives the same result.
@@ -33,10 +37,7 @@ LSTMState = tuple[torch.Tensor, torch.Tensor]
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each sequence of ``(batch, time, dim)`` within its own length; padding stays put.
-
-    (Here rather than in :mod:`asr_s2s.model`, which imports it from here: the backward direction of
-    :func:`segmented_lstm` needs it.)"""
+    """Reverse each sequence of ``(batch, time, dim)`` within its own length; padding stays put."""
     time = torch.arange(x.shape[1], device=x.device)[None, :]
     index = (lengths[:, None] - 1 - time).clamp_min(0)
     index = torch.where(time < lengths[:, None], index, time)
@@ -56,45 +57,81 @@ def layer_weights(lstm: nn.LSTM, layer: int, reverse: bool = False) -> list[torc
     return [getattr(lstm, name + suffix) for name in names]
 
 
-def _prefix_lstm(
-    x: torch.Tensor, lengths: list[int], weights: list[torch.Tensor], has_biases: bool, train: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One layer and direction over ``x`` ``(batch, time, dim)`` sorted longest first.
+# Added, on padding frames, to the input gate's pre-activations (negated) and the forget gate's:
+# sigmoid gives exactly 0 and 1 in float32 far below this, whatever the weights add.
+HOLD = 1e4
+# Rows (longest first) are split into groups, each padded to its own longest, only where a split
+# saves at least this fraction of the group's padded frames: the fused kernel costs more per frame
+# on fewer rows (per call, and its matrix products are narrower).
+SPLIT_SAVING = 0.3
 
-    ``lengths`` (descending, each in ``1..time``). Returns the outputs ``(batch, time, hidden)`` (zero
-    past each length) and the final ``h``, ``c`` ``(batch, hidden)`` at each sequence's last step.
-    """
-    batch, time, _ = x.shape
+
+def row_groups(steps: list[int]) -> list[tuple[int, int]]:
+    """Contiguous row ranges ``[start, stop)`` of ``steps`` (descending lengths): the whole batch, or,
+    recursively, its two parts at the split saving the most padded frames, when that saves at least
+    ``SPLIT_SAVING`` of them."""
+    first, frames = steps[0], len(steps) * steps[0]
+    best, split = 0, 0
+    for k in range(1, len(steps)):
+        saved = (len(steps) - k) * (first - steps[k])
+        if saved > best:
+            best, split = saved, k
+    if best < SPLIT_SAVING * frames:
+        return [(0, len(steps))]
+    tail = [(a + split, b + split) for a, b in row_groups(steps[split:])]
+    return row_groups(steps[:split]) + tail
+
+
+def _held_lstm(
+    xt: torch.Tensor, held: torch.Tensor, weights: list[torch.Tensor], has_biases: bool, train: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One fused call of one layer and direction from a zero state over ``xt`` ``(time, batch, dim)``,
+    the state held where ``held`` ``(time, batch, 1)`` is 1 (see :data:`HOLD`). Returns the outputs
+    ``(time, batch, hidden)`` and the last step's ``h``, ``c`` ``(1, batch, hidden)``."""
     hidden = weights[1].shape[1]
-    xt = x.transpose(0, 1)  # (time, batch, dim)
-    h = x.new_zeros(1, batch, hidden)
-    c = x.new_zeros(1, batch, hidden)
-    pieces, last_h, last_c = [], [], []
-    start = 0
-    for end in sorted(set(lengths)):
-        running = sum(n >= end for n in lengths)  # sequences [0, running) cover steps [start, end)
-        # torch._VF.lstm is what nn.LSTM.forward calls (private, hence tests/test_lstm.py): input,
-        # (h0, c0), weights, has_biases, num_layers, dropout, train, bidirectional, batch_first.
-        out, h, c = torch._VF.lstm(
-            xt[start:end, :running],
-            (h[:, :running], c[:, :running]),
-            weights,
-            has_biases,
-            1,
-            0.0,
-            train,
-            False,
-            False,
-        )
-        pieces.append(F.pad(out, (0, 0, 0, batch - running)))
-        ending = sum(n > end for n in lengths)  # sequences [ending, running) end at step `end`
-        last_h.append(h[0, ending:running])
-        last_c.append(c[0, ending:running])
-        start = end
-    if start < time:
-        pieces.append(x.new_zeros(time - start, batch, hidden))
-    # The shortest sequences ended first and sit last in the batch: reverse to restore batch order.
-    return torch.cat(pieces).transpose(0, 1), torch.cat(last_h[::-1]), torch.cat(last_c[::-1])
+    column = xt.new_zeros(4 * hidden, 1)  # gate order i, f, g, o
+    column[:hidden] = -HOLD
+    column[hidden : 2 * hidden] = HOLD
+    # The column is a constant: autograd gives weight_ih its own gradient through the cat.
+    weights = [torch.cat([weights[0], column], 1), *weights[1:]]
+    zero = xt.new_zeros(1, xt.shape[1], hidden)
+    # torch._VF.lstm is what nn.LSTM.forward calls (private, hence tests/test_lstm.py): input,
+    # (h0, c0), weights, has_biases, num_layers, dropout, train, bidirectional, batch_first.
+    return torch._VF.lstm(
+        torch.cat([xt, held], -1), (zero, zero), weights, has_biases, 1, 0.0, train, False, False
+    )
+
+
+def _group_lstm(lstm: nn.LSTM, xt: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, LSTMState]:
+    """All layers over ``xt`` ``(time, batch, dim)`` whose longest sequence fills ``time``. Returns the
+    outputs ``(time, batch, dirs * hidden)``, zero past each length, and the final ``(h, c)``, each
+    ``(layers * dirs, batch, hidden)``."""
+    time, batch, _ = xt.shape
+    real = (torch.arange(time, device=xt.device)[:, None] < lengths[None, :])[:, :, None]
+    held = (~real).to(xt.dtype)
+    rows = torch.arange(batch, device=xt.device)
+    xt = xt * real  # the hold must dominate the input's pre-activations: padding frames are zeroed
+    finals_h, finals_c = [], []
+    for layer in range(lstm.num_layers):
+        if layer > 0 and lstm.training and lstm.dropout > 0:
+            xt = F.dropout(xt, lstm.dropout, training=True)  # nn.LSTM's dropout between layers
+        out, _, c = _held_lstm(xt, held, layer_weights(lstm, layer), lstm.bias, lstm.training)
+        # Forward: the state is held after each sequence's end, so c is final; h past the end is not
+        # (the output gate still moves): it is read at the last frame, and the padding zeroed.
+        finals_h.append(out[lengths - 1, rows])
+        finals_c.append(c[0])
+        outputs = [out * real]
+        if lstm.bidirectional:
+            # Backward: over the time-flipped batch the padding comes first, where the state is held
+            # at zero, and every sequence ends at the last step, at its own first frame.
+            out, h, c = _held_lstm(
+                xt.flip(0), held.flip(0), layer_weights(lstm, layer, True), lstm.bias, lstm.training
+            )
+            outputs.append(out.flip(0))  # zero on padding: h = o * tanh(0) there
+            finals_h.append(h[0])
+            finals_c.append(c[0])
+        xt = torch.cat(outputs, -1) if len(outputs) > 1 else outputs[0]
+    return xt, (torch.stack(finals_h), torch.stack(finals_c))
 
 
 def segmented_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, LSTMState]:
@@ -116,25 +153,17 @@ def segmented_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> tup
     steps = sorted_lengths.tolist()
     if not steps or steps[-1] < 1 or steps[0] > x.shape[1]:
         raise ValueError(f"lengths must lie in 1..{x.shape[1]} (the padded time), got {lengths.tolist()}")
-    dirs = 2 if lstm.bidirectional else 1
-    finals_h, finals_c = [], []
-    for layer in range(lstm.num_layers):
-        if layer > 0 and lstm.training and lstm.dropout > 0:
-            x = F.dropout(x, lstm.dropout, training=True)  # nn.LSTM's dropout between layers
-        outputs = []
-        for reverse in (False, True)[:dirs]:
-            weights = layer_weights(lstm, layer, reverse)
-            # The backward direction is the forward recurrence over each sequence reversed within its
-            # length: it starts at the sequence's own last frame.
-            source = reverse_padded(x, sorted_lengths) if reverse else x
-            out, h, c = _prefix_lstm(source, steps, weights, lstm.bias, lstm.training)
-            outputs.append(reverse_padded(out, sorted_lengths) if reverse else out)
-            finals_h.append(h)
-            finals_c.append(c)
-        x = torch.cat(outputs, dim=-1) if dirs > 1 else outputs[0]
-    h_n = torch.stack(finals_h)[:, restore]
-    c_n = torch.stack(finals_c)[:, restore]
-    return x[restore], (h_n, c_n)
+    xt = x.transpose(0, 1)  # (time, batch, dim): the kernel's layout
+    pieces, finals_h, finals_c = [], [], []
+    for start, stop in row_groups(steps):
+        out, (h, c) = _group_lstm(lstm, xt[: steps[start], start:stop], sorted_lengths[start:stop])
+        pieces.append(F.pad(out, (0, 0, 0, 0, 0, x.shape[1] - steps[start])))
+        finals_h.append(h)
+        finals_c.append(c)
+    out = torch.cat(pieces, 1).transpose(0, 1)
+    h_n = torch.cat(finals_h, 1)[:, restore]
+    c_n = torch.cat(finals_c, 1)[:, restore]
+    return out[restore], (h_n, c_n)
 
 
 # Measured on 2 CPU cores, 2x256 decoder: per step, lstm_cell took 0.07-0.1x the one-step nn.LSTM

@@ -244,8 +244,9 @@ def speed_table(title: str, sides: list[Side], audio_s: float, per: str = "audio
 
 
 def run_scenario(
-    s: Scenario, folder: Path, device: torch.device, seed: int
+    s: Scenario, folder: Path, device: torch.device, seed: int, parts: set[str]
 ) -> tuple[list[Any], list[Any], dict]:
+    """The tables, targets and raw data of one model size: the comparisons named in ``parts``."""
     train_manifest, dev_manifest = write_corpus(folder, s.kind, s.utterances, s.letters, seed, s.scale)
     trainers = {}
     for attention in ("location", "dot"):
@@ -293,158 +294,164 @@ def run_scenario(
         f"{m.decoder_layers}x{m.decoder_hidden} decoder"
     )
 
-    # Training.
-    sides = [
-        Side(
-            f"SpeechBrain {PEER_VERSION} (location), {n_peer / 1e6:.2f} M",
-            lambda i: brain.fit_batch(batches[i]),
-            lambda: brain.fit_batch(warm),
-        ),
-        Side(
-            f"package location, {n_loc / 1e6:.2f} M",
-            lambda i: ours.train_step(batches[i]),
-            lambda: ours.train_step(warm),
-        ),
-        Side(
-            f"package dot, {n_dot / 1e6:.2f} M",
-            lambda i: trainers["dot"].train_step(batches[i]),
-            lambda: trainers["dot"].train_step(warm),
-        ),
-    ]
-    print(f"{s.name}: training", flush=True)
-    interleave(sides, len(batches), device)
-    title = (
-        f"Training, {s.name} size ({shape}), {len(batches)} batches of "
-        f"{np.mean([len(b) for b in batches]):.1f} utterances, {100 * padding:.0f} % padding, "
-        f"{audio_s:.0f} s of audio"
-    )
-    tables.append(speed_table(title, sides, audio_s))
-    targets.append(
-        benchlib.Target(
-            f"{s.name}: training, package location / SpeechBrain",
-            sides[0].time.wall / sides[1].time.wall,
-            TARGET_TRAINING,
-        )
-    )
-    training = {x.name: x.times for x in sides}
-
-    # The encoder alone, forward and backward.
-    def ours_encoder(b: Batch) -> None:
-        feats = ours.model.normalize(b.feats, b.feat_lens)
-        enc = ours.model.encoder(feats, b.feat_lens)
-        (enc.outputs.sum() + enc.final[0].sum() + enc.final[1].sum()).backward()
-
-    def peer_encoder(b: Batch) -> None:
-        peer.encode(b.feats).sum().backward()
-
-    enc_sides = [
-        Side(
-            "SpeechBrain nnet.RNN.LSTM (padded nn.LSTM)",
-            lambda i: peer_encoder(batches[i % len(batches)]),
-            lambda: peer_encoder(warm),
-        ),
-        Side(
-            "package Encoder (segmented_lstm, exact final states)",
-            lambda i: ours_encoder(batches[i % len(batches)]),
-            lambda: ours_encoder(warm),
-        ),
-    ]
-    print(f"{s.name}: encoder", flush=True)
-    ours.model.train()
-    peer.train()
-    reps = 2
-    interleave(enc_sides, len(batches) * reps, device)
-    tables.append(
-        speed_table(f"Encoder alone (forward + backward), {s.name} size ({shape})", enc_sides, audio_s * reps)
-    )
-    targets.append(
-        benchlib.Target(
-            f"{s.name}: encoder, package / SpeechBrain padded LSTM",
-            enc_sides[0].time.wall / enc_sides[1].time.wall,
-            TARGET_ENCODER,
-        )
-    )
-
-    # Decoding (location models, untrained): <eos> is made impossible on both sides, so that both
-    # run the same number of steps, about one per character of read speech.
-    ratio = benchlib.CHARS_PER_SECOND * hop_s * m.stack_frames
-    order = sorted(range(len(ours.train_set)), key=lambda i: -ours.sampler.frames[i])[: s.decode_utts]
-    dbatch = load(order)
-    daudio = float(dbatch.feat_lens.sum()) * hop_s
-    with torch.no_grad():
-        ours.model.decoder.output.bias[Vocabulary.eos_id] = -1e4
-        peer.seq_lin.w.bias[Vocabulary.eos_id] = -1e4
-    ours.model.eval()
-    peer.eval()
-    dec_rows = []
-    short = load(order[-1:])  # warms the searches up
-    for beam in (1, 5):
-        cfg = DecodeConfig(beam_size=beam, max_len_ratio=ratio, max_len_offset=0)
-        kw = dict(
-            bos_index=Vocabulary.sos_id,
-            eos_index=Vocabulary.eos_id,
-            min_decode_ratio=0.0,
-            max_decode_ratio=ratio,
-        )
-        if beam == 1:
-            searcher = S2SRNNGreedySearcher(peer.emb, peer.dec, peer.seq_lin, **kw)
-            ours_search = greedy_search
-        else:
-            searcher = S2SRNNBeamSearcher(peer.emb, peer.dec, peer.seq_lin, beam_size=beam, **kw)
-            ours_search = beam_search
-
-        def peer_decode(b: Batch, searcher: Any = searcher) -> None:
-            with torch.no_grad():
-                enc = peer.encode(b.feats)
-                searcher(enc, b.feat_lens.float() / b.feats.shape[1])
-
-        def ours_decode(b: Batch, search: Any = ours_search, cfg: DecodeConfig = cfg) -> None:
-            search(ours.model, b.feats, b.feat_lens, cfg)
-
-        dsides = [
+    training: dict[str, Any] = {}
+    if "training" in parts:
+        # Training.
+        sides = [
             Side(
-                f"SpeechBrain {type(searcher).__name__}",
-                lambda i, f=peer_decode: f(dbatch),
-                lambda f=peer_decode: f(short),
+                f"SpeechBrain {PEER_VERSION} (location), {n_peer / 1e6:.2f} M",
+                lambda i: brain.fit_batch(batches[i]),
+                lambda: brain.fit_batch(warm),
             ),
             Side(
-                f"package {ours_search.__name__}",
-                lambda i, f=ours_decode: f(dbatch),
-                lambda f=ours_decode: f(short),
+                f"package location, {n_loc / 1e6:.2f} M",
+                lambda i: ours.train_step(batches[i]),
+                lambda: ours.train_step(warm),
+            ),
+            Side(
+                f"package dot, {n_dot / 1e6:.2f} M",
+                lambda i: trainers["dot"].train_step(batches[i]),
+                lambda: trainers["dot"].train_step(warm),
             ),
         ]
-        print(f"{s.name}: decoding, beam {beam}", flush=True)
-        interleave(dsides, 1, device)
-        for x in dsides:
-            t = x.time
-            dec_rows.append(
-                [
-                    f"beam {beam}",
-                    x.name,
-                    t.wall,
-                    t.cpu,
-                    t.wall / daudio,
-                    dsides[0].time.wall / t.wall,
-                    dsides[0].time.cpu / t.cpu,
-                ]
+        print(f"{s.name}: training", flush=True)
+        interleave(sides, len(batches), device)
+        title = (
+            f"Training, {s.name} size ({shape}), {len(batches)} batches of "
+            f"{np.mean([len(b) for b in batches]):.1f} utterances, {100 * padding:.0f} % padding, "
+            f"{audio_s:.0f} s of audio"
+        )
+        tables.append(speed_table(title, sides, audio_s))
+        targets.append(
+            benchlib.Target(
+                f"{s.name}: training, package location / SpeechBrain",
+                sides[0].time.wall / sides[1].time.wall,
+                TARGET_TRAINING,
             )
-        if beam == 5:
-            targets.append(
-                benchlib.Target(
-                    f"{s.name}: beam-5 RTF, SpeechBrain / package",
-                    dsides[0].time.wall / dsides[1].time.wall,
-                    TARGET_BEAM,
+        )
+        training = {x.name: x.times for x in sides}
+
+    if "encoder" in parts:
+        # The encoder alone, forward and backward.
+        def ours_encoder(b: Batch) -> None:
+            feats = ours.model.normalize(b.feats, b.feat_lens)
+            enc = ours.model.encoder(feats, b.feat_lens)
+            (enc.outputs.sum() + enc.final[0].sum() + enc.final[1].sum()).backward()
+
+        def peer_encoder(b: Batch) -> None:
+            peer.encode(b.feats).sum().backward()
+
+        enc_sides = [
+            Side(
+                "SpeechBrain nnet.RNN.LSTM (padded nn.LSTM)",
+                lambda i: peer_encoder(batches[i % len(batches)]),
+                lambda: peer_encoder(warm),
+            ),
+            Side(
+                "package Encoder (segmented_lstm, exact final states)",
+                lambda i: ours_encoder(batches[i % len(batches)]),
+                lambda: ours_encoder(warm),
+            ),
+        ]
+        print(f"{s.name}: encoder", flush=True)
+        ours.model.train()
+        peer.train()
+        reps = 2
+        interleave(enc_sides, len(batches) * reps, device)
+        tables.append(
+            speed_table(
+                f"Encoder alone (forward + backward), {s.name} size ({shape})", enc_sides, audio_s * reps
+            )
+        )
+        targets.append(
+            benchlib.Target(
+                f"{s.name}: encoder, package / SpeechBrain padded LSTM",
+                enc_sides[0].time.wall / enc_sides[1].time.wall,
+                TARGET_ENCODER,
+            )
+        )
+
+    if "decoding" in parts:
+        # Decoding (location models, untrained): <eos> is made impossible on both sides, so that both
+        # run the same number of steps, about one per character of read speech.
+        ratio = benchlib.CHARS_PER_SECOND * hop_s * m.stack_frames
+        order = sorted(range(len(ours.train_set)), key=lambda i: -ours.sampler.frames[i])[: s.decode_utts]
+        dbatch = load(order)
+        daudio = float(dbatch.feat_lens.sum()) * hop_s
+        with torch.no_grad():
+            ours.model.decoder.output.bias[Vocabulary.eos_id] = -1e4
+            peer.seq_lin.w.bias[Vocabulary.eos_id] = -1e4
+        ours.model.eval()
+        peer.eval()
+        dec_rows = []
+        short = load(order[-1:])  # warms the searches up
+        for beam in (1, 5):
+            cfg = DecodeConfig(beam_size=beam, max_len_ratio=ratio, max_len_offset=0)
+            kw = dict(
+                bos_index=Vocabulary.sos_id,
+                eos_index=Vocabulary.eos_id,
+                min_decode_ratio=0.0,
+                max_decode_ratio=ratio,
+            )
+            if beam == 1:
+                searcher = S2SRNNGreedySearcher(peer.emb, peer.dec, peer.seq_lin, **kw)
+                ours_search = greedy_search
+            else:
+                searcher = S2SRNNBeamSearcher(peer.emb, peer.dec, peer.seq_lin, beam_size=beam, **kw)
+                ours_search = beam_search
+
+            def peer_decode(b: Batch, searcher: Any = searcher) -> None:
+                with torch.no_grad():
+                    enc = peer.encode(b.feats)
+                    searcher(enc, b.feat_lens.float() / b.feats.shape[1])
+
+            def ours_decode(b: Batch, search: Any = ours_search, cfg: DecodeConfig = cfg) -> None:
+                search(ours.model, b.feats, b.feat_lens, cfg)
+
+            dsides = [
+                Side(
+                    f"SpeechBrain {type(searcher).__name__}",
+                    lambda i, f=peer_decode: f(dbatch),
+                    lambda f=peer_decode: f(short),
+                ),
+                Side(
+                    f"package {ours_search.__name__}",
+                    lambda i, f=ours_decode: f(dbatch),
+                    lambda f=ours_decode: f(short),
+                ),
+            ]
+            print(f"{s.name}: decoding, beam {beam}", flush=True)
+            interleave(dsides, 1, device)
+            for x in dsides:
+                t = x.time
+                dec_rows.append(
+                    [
+                        f"beam {beam}",
+                        x.name,
+                        t.wall,
+                        t.cpu,
+                        t.wall / daudio,
+                        dsides[0].time.wall / t.wall,
+                        dsides[0].time.cpu / t.cpu,
+                    ]
                 )
-            )
-    dtable = benchlib.Table(
-        f"Decoding (encoder + search), {s.name} size, location attention, {len(order)} utterances "
-        "in one batch, "
-        f"{daudio:.0f} s of audio, {ratio:.2f} steps per encoder frame",
-        ["search", "side", "time s", "CPU s", "RTF", "x peer", "x peer (CPU)"],
-    )
-    for row in dec_rows:
-        dtable.add(*row)
-    tables.append(dtable)
+            if beam == 5:
+                targets.append(
+                    benchlib.Target(
+                        f"{s.name}: beam-5 RTF, SpeechBrain / package",
+                        dsides[0].time.wall / dsides[1].time.wall,
+                        TARGET_BEAM,
+                    )
+                )
+        dtable = benchlib.Table(
+            f"Decoding (encoder + search), {s.name} size, location attention, {len(order)} utterances "
+            "in one batch, "
+            f"{daudio:.0f} s of audio, {ratio:.2f} steps per encoder frame",
+            ["search", "side", "time s", "CPU s", "RTF", "x peer", "x peer (CPU)"],
+        )
+        for row in dec_rows:
+            dtable.add(*row)
+        tables.append(dtable)
     info = {
         "parameters": {"speechbrain": n_peer, "location": n_loc, "dot": n_dot},
         "batch_sizes": [len(b) for b in batches],
@@ -460,6 +467,7 @@ def main() -> None:
     p.add_argument("--scenarios", default="digits,librispeech", help="comma-separated: digits, librispeech")
     p.add_argument("--steps", type=int, default=0, help="timed training batches (default: per scenario)")
     p.add_argument("--max-frames", type=int, default=0, help="override train.max_frames")
+    p.add_argument("--parts", default="training,encoder,decoding", help="comma-separated subset")
     args = p.parse_args()
     if sb is None:
         raise SystemExit(
@@ -472,7 +480,7 @@ def main() -> None:
     for s in scenarios(args):
         print(f"{s.name}: building the corpus and the trainers", flush=True)
         with tempfile.TemporaryDirectory(prefix="bench-peer-") as tmp:
-            t, g, info = run_scenario(s, Path(tmp), run.device, args.seed)
+            t, g, info = run_scenario(s, Path(tmp), run.device, args.seed, set(args.parts.split(",")))
         tables += t
         targets += g
         data[s.name] = info

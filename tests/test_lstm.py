@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asr_s2s.lstm import CELL_MAX_BATCH, lstm_step, segmented_lstm
+from asr_s2s.lstm import CELL_MAX_BATCH, SPLIT_SAVING, lstm_step, row_groups, segmented_lstm
 
 ATOL = 1e-5
 INPUT, HIDDEN = 3, 5
@@ -169,3 +169,46 @@ def test_lstm_step_on_cuda_uses_the_module() -> None:
     with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
         out, (h, c) = lstm_step(lstm, x.cuda(), tuple(s.cuda() for s in state))
     torch.testing.assert_close((out.cpu(), h.cpu(), c.cpu()), (cpu_out, *cpu_state), atol=1e-4, rtol=0)
+
+
+def _brute_groups(steps: list[int]) -> list[tuple[int, int]]:
+    """row_groups's rule, written directly: the best single split by padded frames, if it saves enough."""
+    frames = len(steps) * steps[0]
+    splits = [(k * steps[0] + (len(steps) - k) * steps[k], k) for k in range(1, len(steps))]
+    if not splits or frames - min(splits)[0] < SPLIT_SAVING * frames:
+        return [(0, len(steps))]
+    k = min(splits)[1]
+    return _brute_groups(steps[:k]) + [(a + k, b + k) for a, b in _brute_groups(steps[k:])]
+
+
+@pytest.mark.parametrize(
+    "steps", [[7], [7, 7, 5, 2, 2, 1], [9, 9, 9, 9], [100, 99, 98, 97], [100, 90, 40, 39, 10, 9, 8, 1]]
+)
+def test_row_groups_partition_and_save(steps: list[int]) -> None:
+    groups = row_groups(steps)
+    assert groups == _brute_groups(steps)
+    assert groups[0][0] == 0 and groups[-1][1] == len(steps)
+    assert all(a < b == c for (a, b), (c, _) in zip(groups, groups[1:]))
+    # Bucketed batches (lengths within a few percent) stay one fused call per layer and direction.
+    if steps[-1] >= 0.9 * steps[0]:
+        assert groups == [(0, len(steps))]
+
+
+def test_segmented_splits_unequal_batches() -> None:
+    # [7, 7, 5, 2, 2, 1] sorted: splitting after the 5 saves 15 of 42 padded frames, so "ties" (in
+    # test_segmented_equals_packed) runs in two row groups; this pins that the split path is tested.
+    assert len(row_groups(sorted(LENGTHS["ties"], reverse=True))) == 2
+
+
+def test_segmented_ignores_padding_values() -> None:
+    # The hold on padding frames must dominate whatever the padding holds: huge values there change
+    # nothing, outputs or final states.
+    lstm = _lstm(2, bidirectional=True).eval()
+    x, lens = _inputs(LENGTHS["ties"])
+    x = x.detach()
+    noisy = x.clone()
+    for i, n in enumerate(LENGTHS["ties"]):
+        noisy[i, n:] = 1e6
+    out, (h, c) = segmented_lstm(lstm, x, lens)
+    out2, (h2, c2) = segmented_lstm(lstm, noisy, lens)
+    assert torch.equal(out, out2) and torch.equal(h, h2) and torch.equal(c, c2)
