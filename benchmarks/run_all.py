@@ -8,6 +8,7 @@ not a failure.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,11 +29,28 @@ SCRIPTS = {
     "serve": "bench_serve.py",
     "memory": "bench_memory.py",
     "recipe": "bench_recipe.py",
+    "peer": "bench_peer.py",
 }
+# Benchmarks against another toolkit run only where it is installed (pip install -e '.[bench]').
+NEEDS = {"peer": "speechbrain"}
 
 
-def summary(names: list[str], results: Path, load: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
-    """Markdown of the result files of ``names``."""
+def skip_reason(name: str) -> str | None:
+    """Why ``name`` cannot run here (its peer toolkit is not importable), or None."""
+    module = NEEDS.get(name)
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    return f"skipped: {module} is not installed (pip install -e '.[bench]' installs it)"
+
+
+def summary(
+    names: list[str],
+    results: Path,
+    load: tuple[tuple[float, ...], tuple[float, ...]],
+    skipped: dict[str, str] | None = None,
+) -> str:
+    """Markdown of the result files of ``names``; ``skipped`` maps names that did not run to why."""
+    skipped = skipped or {}
     reports = {
         n: json.loads(p.read_text(encoding="utf-8")) for n in names if (p := results / f"{n}.json").exists()
     }
@@ -44,6 +62,9 @@ def summary(names: list[str], results: Path, load: tuple[tuple[float, ...], tupl
         out.append("The machine was shared during the run: other processes were using the cores.")
     for name in names:
         out += ["", f"### {name}", ""]
+        if name in skipped:
+            out.append(f"({skipped[name]})")
+            continue
         if name not in reports:
             out.append("(no result: the script failed)")
             continue
@@ -77,17 +98,22 @@ def main() -> None:
     common += ["--results", str(args.results)] if args.results != benchlib.RESULTS else []
     common += ["--quick"] if args.quick else []
     load_before = os.getloadavg()
-    failed = []
+    failed, skipped = [], {}
     for name in names:
         # A previous run's file must not pass for this one's when the script fails.
         (args.results / f"{name}.json").unlink(missing_ok=True)
+        reason = skip_reason(name)
+        if reason is not None:
+            skipped[name] = reason
+            print(f"==== {name}: {reason}", flush=True)
+            continue
         print(f"==== {name}", flush=True)
         began = time.time()
         code = subprocess.call([sys.executable, str(HERE / SCRIPTS[name]), *common])
         print(f"==== {name}: exit {code} after {time.time() - began:.0f} s", flush=True)
         if code:
             failed.append(name)
-    text = summary(names, args.results, (load_before, os.getloadavg()))
+    text = summary(names, args.results, (load_before, os.getloadavg()), skipped)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "summary.md").write_text(text, encoding="utf-8")
     print(f"\nwrote {os.path.relpath(args.results / 'summary.md')}")
