@@ -17,6 +17,11 @@ checkpoints, optimizers and DDP see no difference), through faster CPU kernels:
   sequence's last frame, and the backward direction runs over the time-flipped batch (padding first)
   and ends every sequence at the last step. Batches with very unequal lengths are split into a few
   row groups, each padded to its own longest, when that saves enough padding frames.
+- :class:`TapedSteps`: single time steps in a teacher-forced training loop (input feeding makes each
+  step's input depend on the previous step's output). Per step each layer is one matrix product of
+  ``[x; h]`` with ``[W_ih; W_hh]``, whose weight gradient is not computed step by step (a rank-batch
+  update of the whole weight plus its accumulation, three passes over the weight per step) but once
+  for all steps, in one large product, at the backward of the first step.
 - :func:`lstm_step`: a single time step. A one-step ``nn.LSTM`` call is a oneDNN RNN primitive per
   call on CPU, costly for one step; ``torch.lstm_cell`` per layer (two matrix products and one fused
   pointwise kernel) gives the same result.
@@ -28,6 +33,8 @@ API, so ``tests/test_lstm.py`` checks the results and gradients against ``nn.LST
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -199,3 +206,85 @@ def lstm_step(lstm: nn.LSTM, x: torch.Tensor, state: LSTMState) -> tuple[torch.T
         cs.append(c_l)
         x = h_l
     return x, (torch.stack(hs), torch.stack(cs))
+
+
+class _Tape:
+    """The ``(grad_output, input)`` pairs of one weight's steps, collected during the backward pass."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.steps = 0
+        self.done = False  # the first step's backward has run: the weight has its gradient
+
+
+class _TapedMatmul(torch.autograd.Function):
+    """``x @ weight.T`` whose weight gradient is left to ``tape``: the backward of each step records
+    its pair; that of the first step (the last to run: every later step depends on it) computes the
+    weight's gradient over all steps in one product."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, tape: _Tape, first: bool) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.tape, ctx.first = tape, first
+        return x @ weight.t()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        x, weight = ctx.saved_tensors
+        tape: _Tape = ctx.tape
+        if tape.done:
+            raise RuntimeError(
+                "TapedSteps: a step reached the backward pass after the first one (each step's state must "
+                "feed the next), or a second backward pass ran through the same steps"
+            )
+        tape.pairs.append((grad, x))
+        grad_x = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.first:  # steps whose outputs the loss does not use never record: their gradient is 0
+            grads, inputs = zip(*tape.pairs)
+            grad_w = torch.cat(grads).t() @ torch.cat(inputs)
+            tape.pairs.clear()
+            tape.done = True
+        return grad_x, grad_w, None, None
+
+
+class TapedSteps:
+    """Time steps of a unidirectional ``lstm`` under autograd (see the module docstring), as
+    :func:`lstm_step` computes them: call it once per step, in order, each step from the previous
+    step's state.
+
+    Meant for CPU training loops (the decoder's teacher forcing); one instance per forward pass and
+    one backward pass through it. In training mode ``lstm.dropout`` applies between layers.
+    """
+
+    def __init__(self, lstm: nn.LSTM) -> None:
+        _check_plain(lstm)
+        if lstm.bidirectional:
+            raise ValueError("TapedSteps runs unidirectional LSTMs only")
+        self.lstm = lstm
+        weights = [layer_weights(lstm, layer) for layer in range(lstm.num_layers)]
+        self.weights = [torch.cat([w[0], w[1]], 1) for w in weights]  # [W_ih, W_hh]: (4H, in + H)
+        self.biases = [w[2] + w[3] for w in weights] if lstm.bias else None
+        self.tapes = [_Tape() for _ in weights]
+
+    def __call__(self, x: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
+        """Input ``x`` ``(batch, input_size)``, ``state`` = ``(h, c)`` each ``(layers, batch, hidden)``
+        -> the top layer's output ``(batch, hidden)`` and the new ``(h, c)``."""
+        h, c = state
+        lstm = self.lstm
+        first = self.tapes[0].steps == 0
+        hs, cs = [], []
+        for layer, (weight, tape) in enumerate(zip(self.weights, self.tapes)):
+            if layer > 0 and lstm.training and lstm.dropout > 0:
+                x = F.dropout(x, lstm.dropout, training=True)  # nn.LSTM's dropout between layers
+            tape.steps += 1
+            gates = _TapedMatmul.apply(torch.cat([x, h[layer]], 1), weight, tape, first)
+            if self.biases is not None:
+                gates = gates + self.biases[layer]
+            i, f, g, o = gates.chunk(4, 1)  # PyTorch's gate order
+            c_l = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
+            h_l = torch.sigmoid(o) * torch.tanh(c_l)
+            hs.append(h_l)
+            cs.append(c_l)
+            x = h_l
+        return x, (torch.stack(hs), torch.stack(cs))

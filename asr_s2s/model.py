@@ -17,7 +17,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from asr_s2s.attention import AdditiveAttention, DotAttention
 from asr_s2s.config import ModelConfig
-from asr_s2s.lstm import LSTMState, lstm_step, reverse_padded, segmented_lstm
+from asr_s2s.lstm import LSTMState, TapedSteps, lstm_step, reverse_padded, segmented_lstm
 
 # Floor of a per-utterance std (model.normalization=utterance), as for the global statistics: a bin
 # that stays at the log floor through an utterance comes out as zeros, not as amplified rounding.
@@ -299,9 +299,12 @@ class Decoder(nn.Module):
         if not self.input_feeding:
             out, (h, c) = self.lstm(x, (state.h, state.c))
             return self._read_out(out, replace(state, h=h, c=c))
+        # On CPU under autograd, the LSTM's weight gradients are computed once for all the steps
+        # (asr_s2s.lstm.TapedSteps) rather than step by step.
+        taped = TapedSteps(self.lstm) if torch.is_grad_enabled() and x.device.type == "cpu" else None
         logits = []
         for t in range(x.shape[1]):
-            step_logits, state = self._attend_step(x[:, t], state)
+            step_logits, state = self._attend_step(x[:, t], state, taped)
             logits.append(step_logits)
         return torch.stack(logits, 1), state
 
@@ -324,11 +327,17 @@ class Decoder(nn.Module):
         context = torch.bmm(grouped, memory).view(batch, steps, -1)
         return self.output(self.dropout(torch.cat([out, context], dim=-1))), context
 
-    def _attend_step(self, x: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+    def _attend_step(
+        self, x: torch.Tensor, state: DecoderState, taped: TapedSteps | None = None
+    ) -> tuple[torch.Tensor, DecoderState]:
         """One input-feeding attention step: inputs ``(batch, input_dim)`` from :meth:`_inputs` ->
-        logits ``(batch, vocab)`` and the next state."""
+        logits ``(batch, vocab)`` and the next state; the LSTM step through ``taped`` when given."""
         memory = self._memory(state)
-        query, (h, c) = lstm_step(self.lstm, torch.cat([x, state.context], dim=-1), (state.h, state.c))
+        inputs = torch.cat([x, state.context], dim=-1)
+        if taped is not None:
+            query, (h, c) = taped(inputs, (state.h, state.c))
+        else:
+            query, (h, c) = lstm_step(self.lstm, inputs, (state.h, state.c))
         weights = self.attention(query, state.keys, state.memory_mask, state.weights)
         logits, context = self._attend_output(query[:, None], weights[:, None], memory)
         return logits[:, 0], replace(state, h=h, c=c, context=context[:, 0], weights=weights)

@@ -8,7 +8,14 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asr_s2s.lstm import CELL_MAX_BATCH, SPLIT_SAVING, lstm_step, row_groups, segmented_lstm
+from asr_s2s.lstm import (
+    CELL_MAX_BATCH,
+    SPLIT_SAVING,
+    TapedSteps,
+    lstm_step,
+    row_groups,
+    segmented_lstm,
+)
 
 ATOL = 1e-5
 INPUT, HIDDEN = 3, 5
@@ -212,3 +219,56 @@ def test_segmented_ignores_padding_values() -> None:
     out, (h, c) = segmented_lstm(lstm, x, lens)
     out2, (h2, c2) = segmented_lstm(lstm, noisy, lens)
     assert torch.equal(out, out2) and torch.equal(h, h2) and torch.equal(c, c2)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("bias", [True, False])
+def test_taped_steps_equal_lstm_step(layers: int, bias: bool) -> None:
+    # Values and gradients (weights, inputs, initial state) over a chain of steps, each step's input
+    # also depending on the previous output (as input feeding does), against lstm_step's cells.
+    torch.manual_seed(0)
+    lstm = nn.LSTM(INPUT + HIDDEN, HIDDEN, num_layers=layers, bias=bias)
+    gen = torch.Generator().manual_seed(3)
+    xs = torch.randn(6, 4, INPUT, generator=gen, requires_grad=True)
+    h0 = torch.randn(layers, 4, HIDDEN, generator=gen, requires_grad=True)
+    c0 = torch.randn(layers, 4, HIDDEN, generator=gen, requires_grad=True)
+    weights = torch.randn(6, 4, HIDDEN, generator=gen)
+
+    def run(step) -> list[torch.Tensor]:
+        state, out, loss = (h0, c0), h0[-1], 0.0
+        for t in range(xs.shape[0]):
+            out, state = step(torch.cat([xs[t], torch.tanh(out)], 1), state)
+            loss = loss + (weights[t] * out).sum()
+        loss = loss + state[1].sum()
+        return [out, *state, *torch.autograd.grad(loss, [*lstm.parameters(), xs, h0, c0])]
+
+    taped = TapedSteps(lstm)
+    ours = run(taped)
+    reference = run(lambda x, s: lstm_step(lstm, x, s))
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+def test_taped_steps_skip_unused_steps_and_catch_misuse() -> None:
+    torch.manual_seed(0)
+    lstm = nn.LSTM(INPUT, HIDDEN, num_layers=2)
+    x = torch.randn(3, INPUT)
+    zero = torch.zeros(2, 3, HIDDEN)
+    # The last step's output is unused: its gradient is zero and it is simply never recorded.
+    taped = TapedSteps(lstm)
+    out, state = taped(x, (zero, zero))
+    taped(x, state)
+    ours = torch.autograd.grad(out.sum(), list(lstm.parameters()))
+    reference = torch.autograd.grad(lstm_step(lstm, x, (zero, zero))[0].sum(), list(lstm.parameters()))
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+    # A second step not fed by the first: its backward may come after the first step's, whose
+    # gradient is already final; that must fail loudly, not drop the step's gradient.
+    taped = TapedSteps(lstm)
+    first, _ = taped(x, (zero, zero))
+    second, _ = taped(x, (zero, zero))
+    with pytest.raises(RuntimeError, match="TapedSteps"):
+        first.sum().backward(retain_graph=True)
+        second.sum().backward()
+    with pytest.raises(ValueError, match="unidirectional"):
+        TapedSteps(nn.LSTM(INPUT, HIDDEN, bidirectional=True))
