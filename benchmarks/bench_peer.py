@@ -150,7 +150,12 @@ def peer_brain(config: Config, vocab_size: int, ours: nn.Module, device: str) ->
         modules={"model": model},
         opt_class=lambda params: torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay),
         hparams={"label_smoothing": t.label_smoothing, "ctc_weight": t.ctc_weight},
-        run_opts={"device": device, "max_grad_norm": t.grad_clip},
+        # On CUDA, bf16 autocast as the package's trainer uses it (train.amp); untested, no GPU was lent.
+        run_opts={
+            "device": device,
+            "max_grad_norm": t.grad_clip,
+            "precision": "bf16" if device.startswith("cuda") else "fp32",
+        },
     )
     brain.init_optimizers()
     brain.modules.train()
@@ -334,12 +339,16 @@ def run_scenario(
     if "encoder" in parts:
         # The encoder alone, forward and backward.
         def ours_encoder(b: Batch) -> None:
-            feats = ours.model.normalize(b.feats, b.feat_lens)
-            enc = ours.model.encoder(feats, b.feat_lens)
-            (enc.outputs.sum() + enc.final[0].sum() + enc.final[1].sum()).backward()
+            with benchlib.autocast(device):
+                feats = ours.model.normalize(b.feats, b.feat_lens)
+                enc = ours.model.encoder(feats, b.feat_lens)
+                loss = enc.outputs.float().sum() + enc.final[0].float().sum() + enc.final[1].float().sum()
+            loss.backward()
 
         def peer_encoder(b: Batch) -> None:
-            peer.encode(b.feats).sum().backward()
+            with benchlib.autocast(device):
+                loss = peer.encode(b.feats).float().sum()
+            loss.backward()
 
         enc_sides = [
             Side(
@@ -401,12 +410,13 @@ def run_scenario(
                 ours_search = beam_search
 
             def peer_decode(b: Batch, searcher: Any = searcher) -> None:
-                with torch.no_grad():
+                with torch.no_grad(), benchlib.autocast(device):
                     enc = peer.encode(b.feats)
                     searcher(enc, b.feat_lens.float() / b.feats.shape[1])
 
             def ours_decode(b: Batch, search: Any = ours_search, cfg: DecodeConfig = cfg) -> None:
-                search(ours.model, b.feats, b.feat_lens, cfg)
+                with benchlib.autocast(device):
+                    search(ours.model, b.feats, b.feat_lens, cfg)
 
             dsides = [
                 Side(
