@@ -188,7 +188,7 @@ def scenarios(args: Any) -> list[Scenario]:
     libri, _ = benchlib.librispeech_config()
     libri.train.max_frames = 10000  # about 8 LibriSpeech-length utterances: short runs on a shared CPU
     out = [
-        Scenario("digits", digits, "digits", benchlib.DIGIT_CHARS, 160, 4, 16),
+        Scenario("digits", digits, "digits", benchlib.DIGIT_CHARS, 240, 8, 16),
         Scenario("librispeech", libri, "librispeech", benchlib.LIBRISPEECH_CHARS, 60, 2, 4),
     ]
     for s in out:
