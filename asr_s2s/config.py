@@ -391,8 +391,12 @@ def validate(config: Config) -> None:
             t.schedule in ("cosine", "noam", "plateau", "constant"),
             "train.schedule must be cosine, noam, plateau or constant",
         ),
-        # 1.0 trains the encoder with CTC alone (decode it with decode.ctc_weight=1.0).
         (0.0 <= t.ctc_weight <= 1.0, "train.ctc_weight must be in [0, 1]"),
+        # 1.0 trains the encoder with CTC alone: the decoder keeps its initial weights.
+        (
+            t.ctc_weight < 1.0 or config.decode.ctc_greedy or config.decode.ctc_weight == 1.0,
+            "train.ctc_weight=1 trains no decoder: decode with decode.ctc_greedy=true or decode.ctc_weight=1",
+        ),
         (0.0 <= t.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (f.n_mels > 0 and f.sample_rate > 0, "features.n_mels and features.sample_rate must be positive"),
         (f.win_length <= f.n_fft, "features.win_ms is longer than features.n_fft samples"),

@@ -364,10 +364,10 @@ class Decoder(nn.Module):
 
 @dataclass
 class ModelOutput:
-    """``logits`` ``(batch, steps, vocab)``; ``ctc_logits`` ``(batch, time', vocab)`` or None;
-    ``enc_lengths`` ``(batch,)`` the encoder's output lengths."""
+    """``logits`` ``(batch, steps, vocab)``, None when the decoder was not run; ``ctc_logits``
+    ``(batch, time', vocab)`` or None; ``enc_lengths`` ``(batch,)`` the encoder's output lengths."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     ctc_logits: torch.Tensor | None
     enc_lengths: torch.Tensor
 
@@ -437,13 +437,18 @@ class Seq2Seq(nn.Module):
         lengths: torch.Tensor,
         tokens_in: torch.Tensor,
         sampling_prob: float = 0.0,
+        run_decoder: bool = True,
     ) -> ModelOutput:
         """Teacher-forced logits for ``tokens_in`` (``<sos>`` + target), ``(batch, steps)``.
 
         With ``sampling_prob`` > 0 (scheduled sampling), that fraction of the input tokens after
         ``<sos>`` is replaced by the model's own greedy predictions from a first teacher-forced pass.
+        With ``run_decoder=False`` (CTC-only training) only the encoder and the CTC head run.
         """
         enc = self.encode(feats, lengths)
+        ctc_logits = self.ctc_head(enc.outputs) if self.ctc_head is not None else None
+        if not run_decoder:
+            return ModelOutput(None, ctc_logits, enc.lengths)
         state = self.initial_state(enc)
         if sampling_prob > 0.0:
             with torch.no_grad():
@@ -452,5 +457,4 @@ class Seq2Seq(nn.Module):
             swap = torch.rand(predicted.shape, device=predicted.device) < sampling_prob
             tokens_in = torch.cat([tokens_in[:, :1], torch.where(swap, predicted, tokens_in[:, 1:])], dim=1)
         logits, _ = self.decoder(tokens_in, state)
-        ctc_logits = self.ctc_head(enc.outputs) if self.ctc_head is not None else None
         return ModelOutput(logits, ctc_logits, enc.lengths)

@@ -25,11 +25,20 @@ def build_model(config: Config, vocab_size: int) -> Seq2Seq:
     return Seq2Seq(config.model, config.features.n_mels, vocab_size, ctc=config.train.ctc_weight > 0)
 
 
-def wrap_ddp(model: Seq2Seq, dist: Process, device: torch.device) -> torch.nn.Module:
-    """``model`` itself in a single process, else wrapped in :class:`DistributedDataParallel`."""
+def ctc_only(config: Config) -> bool:
+    """``train.ctc_weight`` = 1: the encoder and its CTC head train alone; the decoder is not run."""
+    return config.train.ctc_weight >= 1.0
+
+
+def wrap_ddp(
+    model: Seq2Seq, dist: Process, device: torch.device, decoder_unused: bool = False
+) -> torch.nn.Module:
+    """``model`` itself in a single process, else wrapped in :class:`DistributedDataParallel`
+    (told that the decoder's parameters get no gradient when ``decoder_unused``)."""
     if dist.world == 1:
         return model
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=decoder_unused)
 
 
 def build_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.Optimizer:

@@ -26,15 +26,17 @@ def plot_training(metrics: Path, out: Path) -> Path:
     train = [r for r in records if r["kind"] == "train"]
     dev = [r for r in records if r["kind"] == "dev"]
     fig, (ax_loss, ax_wer) = plt.subplots(1, 2, figsize=(11, 4))
+    # CTC-only training (train.ctc_weight=1) logs no decoder CE: its losses are the CTC head's.
+    kind = "CE" if all("ce" in r for r in train) else "CTC"
     if train:
         ax_loss.plot(
             [r["step"] for r in train],
-            [r["ce"] for r in train],
-            label="train CE (smoothed labels)",
+            [r[kind.lower()] for r in train],
+            label=f"train {kind}" + (" (smoothed labels)" if kind == "CE" else ""),
             alpha=0.7,
         )
     if dev:
-        ax_loss.plot([r["step"] for r in dev], [r["dev_loss"] for r in dev], "o-", label="dev CE")
+        ax_loss.plot([r["step"] for r in dev], [r["dev_loss"] for r in dev], "o-", label=f"dev {kind}")
         ax_wer.plot([r["epoch"] for r in dev], [100 * r["dev_wer"] for r in dev], "o-", label="dev WER")
         ax_wer.plot([r["epoch"] for r in dev], [100 * r["dev_cer"] for r in dev], "s--", label="dev CER")
     ax_loss.set(xlabel="step", ylabel="loss per character", title="Loss")

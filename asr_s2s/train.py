@@ -34,7 +34,7 @@ from asr_s2s.evaluate import decode_dataset, score
 from asr_s2s.features import SpecAugment
 from asr_s2s.loss import cross_entropy, ctc_loss, teacher_forcing_io
 from asr_s2s.metrics_logger import MetricsLogger
-from asr_s2s.optim import LrSchedule, build_model, build_optimizer, planned_steps, wrap_ddp
+from asr_s2s.optim import LrSchedule, build_model, build_optimizer, ctc_only, planned_steps, wrap_ddp
 from asr_s2s.text import Vocabulary
 from asr_s2s.train_data import BadUtterances, build_training_data, feature_stats
 
@@ -116,7 +116,7 @@ class Trainer:
         if payload is None:
             self.model.set_normalization(*feature_stats(self.train_set, config, self.dist))
         self.model.to(self.device)
-        self.ddp = wrap_ddp(self.model, self.dist, self.device)
+        self.ddp = wrap_ddp(self.model, self.dist, self.device, decoder_unused=ctc_only(config))
         self.optimizer = build_optimizer(self.model, config)
         self.total_steps = planned_steps((self._epoch_len(e) for e in range(t.epochs)), t.max_steps)
         self.scheduler = LrSchedule(self.optimizer, config, self.total_steps)
@@ -201,14 +201,18 @@ class Trainer:
             inputs = inputs.masked_fill(hide & (inputs != Vocabulary.pad_id), Vocabulary.unk_id)
         autocast = self.device.type == "cuda" and t.amp
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = self.ddp(feats, batch.feat_lens, inputs, t.scheduled_sampling)
-        ce = cross_entropy(out.logits, labels, t.label_smoothing)
-        parts = {"ce": float(ce.detach())}
-        loss = ce
+            out = self.ddp(feats, batch.feat_lens, inputs, t.scheduled_sampling, not ctc_only(self.config))
+        parts: dict[str, float] = {}
+        loss = torch.zeros((), device=feats.device)
+        if out.logits is not None:
+            ce = cross_entropy(out.logits, labels, t.label_smoothing)
+            parts["ce"] = float(ce.detach())
+            loss = ce
         if out.ctc_logits is not None:
             ctc = ctc_loss(out.ctc_logits, out.enc_lengths, batch.tokens, batch.token_lens)
-            loss = (1 - t.ctc_weight) * ce + t.ctc_weight * ctc
+            loss = (1 - t.ctc_weight) * loss + t.ctc_weight * ctc
             parts["ctc"] = float(ctc.detach())
+        parts["loss"] = float(loss.detach())
         return loss, parts
 
     def _forward_backward(self, batch: Batch) -> dict[str, float]:
@@ -296,9 +300,14 @@ class Trainer:
 
         def add_loss(batch: Batch) -> None:
             inputs, labels = teacher_forcing_io(batch.tokens, batch.token_lens)
-            out = self.model(batch.feats, batch.feat_lens, inputs)
-            n = int((labels != Vocabulary.pad_id).sum())
-            totals["loss"] += float(cross_entropy(out.logits, labels)) * n
+            out = self.model(batch.feats, batch.feat_lens, inputs, run_decoder=not ctc_only(self.config))
+            if out.logits is None:  # CTC-only: the CTC loss, also per target character
+                n = int(batch.token_lens.sum())
+                loss = ctc_loss(out.ctc_logits, out.enc_lengths, batch.tokens, batch.token_lens)
+            else:
+                n = int((labels != Vocabulary.pad_id).sum())
+                loss = cross_entropy(out.logits, labels)
+            totals["loss"] += float(loss) * n
             totals["tokens"] += n
 
         greedy = dataclasses.replace(self.config.decode, beam_size=1)
@@ -404,7 +413,7 @@ class Trainer:
                 if parts is not None:
                     lr = self.optimizer.param_groups[0]["lr"]
                     speed = audio_s / max(1e-9, time.perf_counter() - started)
-                    bar.set_postfix(loss=f"{parts['ce']:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.0f}")
+                    bar.set_postfix(loss=f"{parts['loss']:.3f}", lr=f"{lr:.2e}", audio_s_per_s=f"{speed:.0f}")
                     if self.step % t.log_every == 0:
                         self.metrics.log(
                             {

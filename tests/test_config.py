@@ -228,6 +228,7 @@ def test_from_dict_missing_keys_take_defaults() -> None:
         ("train.token_dropout=1", "train.token_dropout"),
         ("model.pyramid=2", "model.pyramid"),  # one factor per layer but the last (3 layers: 2)
         ("model.pyramid=2,0", "model.pyramid"),
+        ("train.ctc_weight=1", "decode.ctc_greedy"),  # CTC-only training leaves the decoder untrained
     ],
 )
 def test_validate_rejects_unworkable_values(override: str, must_name: str) -> None:

@@ -70,6 +70,8 @@ def test_shapes() -> None:
     state = model.initial_state(enc)
     assert state.h.shape == state.c.shape == (2, 3, 24)
     assert _model().ctc_head is None and _model().forward(feats, lens, tokens_in).ctc_logits is None
+    encoder_only = model(feats, lens, tokens_in, run_decoder=False)
+    assert encoder_only.logits is None and torch.equal(encoder_only.ctc_logits, out.ctc_logits)
 
 
 def test_final_states_are_taken_at_each_sequence_end() -> None:

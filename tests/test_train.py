@@ -26,6 +26,7 @@ from asr_s2s.decoding import greedy_search
 from asr_s2s.errors import ManifestError, TrainingError
 from asr_s2s.features import LogMel
 from asr_s2s.manifest import read_manifest
+from asr_s2s.report import plot_training
 from asr_s2s.train import Interrupted, Trainer, train
 
 TEXTS = ["one two", "three", "four five six", "seven", "eight nine", "zero one", "two", "three four"]
@@ -209,9 +210,9 @@ def test_max_steps_stops_mid_epoch(corpus: tuple[Path, Path], tmp_path: Path) ->
 
 
 def test_ctc_only_training_leaves_the_decoder_untouched(corpus: tuple[Path, Path], tmp_path: Path) -> None:
-    """train.ctc_weight=1.0: the loss is the CTC head's alone, so the decoder keeps its initial
-    weights (no weight decay here) while the encoder learns; dev is scored with the CTC search
-    (decode.ctc_weight=1.0)."""
+    """train.ctc_weight=1.0: the loss is the CTC head's alone and the decoder is not run (no
+    gradient reaches it), so it keeps its initial weights (no weight decay here) while the encoder
+    learns; dev is scored with the CTC search (decode.ctc_weight=1.0) and its loss is the CTC loss."""
     train_manifest, dev = corpus
     config = tiny_config(
         train__max_steps=3, train__max_frames=120, train__ctc_weight=1.0, train__weight_decay=0.0
@@ -225,8 +226,13 @@ def test_ctc_only_training_leaves_the_decoder_untouched(corpus: tuple[Path, Path
     encoder = [k for k in before if k.startswith("encoder.lstm.")]
     assert decoder and encoder
     assert all(torch.equal(before[k], after[k]) for k in decoder)
+    assert all(p.grad is None for name, p in trainer.model.named_parameters() if name.startswith("decoder."))
     assert any(not torch.equal(before[k], after[k]) for k in encoder + ["ctc_head.weight"])
     assert 0.0 <= trainer.history[-1]["dev_cer"]
+    assert trainer.history[-1]["dev_loss"] > 0
+    records = [json.loads(line) for line in (tmp_path / "exp" / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in records if r["kind"] == "train"] and all("ce" not in r for r in records)
+    assert plot_training(tmp_path / "exp" / "metrics.jsonl", tmp_path / "curves.png").stat().st_size > 0
 
 
 def test_vocabulary_follows_the_text_config(tiny_manifest, tmp_path: Path) -> None:
