@@ -26,7 +26,7 @@ checkpoints, optimizers and DDP see no difference), through faster CPU kernels:
   call on CPU, costly for one step; ``torch.lstm_cell`` per layer (two matrix products and one fused
   pointwise kernel) gives the same result.
 
-Both leave other devices to ``nn.LSTM`` itself (cuDNN handles packed sequences and single steps).
+All three leave other devices to ``nn.LSTM`` itself (cuDNN handles packed sequences and single steps).
 :func:`segmented_lstm` calls ``torch._VF.lstm``, which is what ``nn.LSTM.forward`` calls: a private
 API, so ``tests/test_lstm.py`` checks the results and gradients against ``nn.LSTM`` on a
 ``PackedSequence``.

@@ -95,15 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     results = {}
     for label, exp in zip(labels, args.exps):
-        if exp.is_file():
-            folds = json.loads(exp.read_text())["folds"]
-            summary = summarize(folds)
-            table = markdown(folds, summary)
-        else:
-            folds = fold_results(exp)
-            summary = summarize(folds)
+        folds = json.loads(exp.read_text())["folds"] if exp.is_file() else fold_results(exp)
+        summary = summarize(folds)
+        table = markdown(folds, summary)
+        if not exp.is_file():
             (exp / "loso.json").write_text(json.dumps({"folds": folds, **summary}, indent=2) + "\n")
-            table = markdown(folds, summary)
             (exp / "loso.md").write_text(table)
         print(f"{label} ({exp})\n{table}")
         results[label] = folds
