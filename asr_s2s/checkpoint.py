@@ -88,14 +88,57 @@ def bundle_from_payload(payload: dict[str, Any], path: str | Path = "<model>") -
         model = Seq2Seq(config.model, int(payload["n_mels"]), len(vocab), ctc=bool(payload.get("ctc")))
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, ValueError, RuntimeError, AsrError) as err:
-        # load_state_dict's first line is only a heading ("Error(s) in loading state_dict for ...:").
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
-        detail = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
-        if len(detail) > 200:
-            detail = detail[:200] + "..."
-        raise CheckpointError(path, f"inconsistent model file ({detail})") from None
+        raise CheckpointError(path, f"inconsistent model file ({_first_reason(err)})") from None
     model.eval()
     return ModelBundle(model, config, vocab)
+
+
+def _first_reason(err: Exception) -> str:
+    """The informative line of ``err``, shortened: load_state_dict's first line is only a heading
+    ("Error(s) in loading state_dict for ...:")."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+    detail = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
+    return detail[:200] + "..." if len(detail) > 200 else detail
+
+
+# What the weights' input depends on: a model trained on other features would read garbage.
+FRONT_END_FIELDS = (
+    "features.sample_rate",
+    "features.n_mels",
+    "features.win_ms",
+    "features.hop_ms",
+    "features.n_fft",
+    "features.log_floor",
+    "model.normalization",
+    "model.stack_frames",
+)
+
+
+def read_pretrained(path: str | Path, config: Config) -> dict[str, Any]:
+    """The model or checkpoint ``path`` to start a training from (``train.init_from``); a
+    :class:`CheckpointError` when its front end (:data:`FRONT_END_FIELDS`) differs from ``config``'s."""
+    payload = load_file(path)
+    stored = Config.from_dict(payload["config"], str(path), strict=False)
+    differ = []
+    for name in FRONT_END_FIELDS:
+        section, key = name.split(".")
+        ours, theirs = getattr(getattr(config, section), key), getattr(getattr(stored, section), key)
+        if ours != theirs:
+            differ.append(f"{name} is {ours!r} here, {theirs!r} there")
+    if differ:
+        reason = "cannot initialize from a model of another front end: " + "; ".join(differ)
+        raise CheckpointError(path, reason)
+    return payload
+
+
+def init_weights(model: Seq2Seq, payload: dict[str, Any], path: str | Path) -> None:
+    """Load the weights of :func:`read_pretrained`'s ``payload`` (its normalization statistics
+    included) into ``model``; a :class:`CheckpointError` when they do not fit its shapes."""
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        reason = f"its weights do not fit this config's model ({_first_reason(err)})"
+        raise CheckpointError(path, reason) from None
 
 
 def save_model(path: str | Path, model: Seq2Seq, config: Config, vocab: Vocabulary) -> None:

@@ -86,6 +86,9 @@ class TrainConfig:
     """Optimisation, batching and the training aids."""
 
     seed: int = 0
+    # Fine-tuning: a new run starts from this model's or checkpoint's weights, vocabulary and
+    # normalization statistics (same front end and model shapes); --resume continues from last.pt.
+    init_from: str = ""
     epochs: int = 10
     max_steps: int = 0
     max_frames: int = 20000

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from asr_s2s.augment import spec_augment_scale
+from asr_s2s.checkpoint import init_weights, read_pretrained
 from asr_s2s.checkpointer import Checkpointer
 from asr_s2s.config import Config
 from asr_s2s.data import Batch, BucketBatchSampler, num_frames
@@ -93,6 +94,9 @@ class Trainer:
             config = self.checkpointer.resumed_config(config, payload)
         self.config = config
         t = config.train
+        # A resumed run continues from its own checkpoint; init_from only seeds a new one.
+        init = read_pretrained(t.init_from, config) if payload is None and t.init_from else None
+        source = payload or init
         seed_everything(t.seed)  # the same initial weights on every rank
         self.bad = BadUtterances(strict)
         data = build_training_data(
@@ -101,7 +105,7 @@ class Trainer:
             dev_manifest,
             self.dist,
             self.bad,
-            vocab=Vocabulary(tuple(payload["vocab"])) if payload else None,
+            vocab=Vocabulary(tuple(source["vocab"])) if source else None,
             progress=self.progress,
             pin_memory=self.device.type == "cuda",
         )
@@ -113,7 +117,11 @@ class Trainer:
         self.unknown_char_utts = data.unknown_char_utterances
 
         self.model = build_model(config, len(self.vocab))
-        if payload is None:
+        if init is not None:
+            init_weights(self.model, init, t.init_from)
+            if self.dist.main:
+                log.info("initialized from %s (vocabulary, weights, normalization statistics)", t.init_from)
+        elif payload is None:
             self.model.set_normalization(*feature_stats(self.train_set, config, self.dist))
         self.model.to(self.device)
         self.ddp = wrap_ddp(self.model, self.dist, self.device, decoder_unused=ctc_only(config))

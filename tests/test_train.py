@@ -23,7 +23,7 @@ from asr_s2s.checkpoint import average_state_dicts, load_bundle, load_file
 from asr_s2s.cli import main
 from asr_s2s.data import BucketBatchSampler, num_frames
 from asr_s2s.decoding import greedy_search
-from asr_s2s.errors import ManifestError, TrainingError
+from asr_s2s.errors import CheckpointError, ManifestError, TrainingError
 from asr_s2s.features import LogMel
 from asr_s2s.manifest import read_manifest
 from asr_s2s.report import plot_training
@@ -233,6 +233,52 @@ def test_ctc_only_training_leaves_the_decoder_untouched(corpus: tuple[Path, Path
     records = [json.loads(line) for line in (tmp_path / "exp" / "metrics.jsonl").read_text().splitlines()]
     assert [r for r in records if r["kind"] == "train"] and all("ce" not in r for r in records)
     assert plot_training(tmp_path / "exp" / "metrics.jsonl", tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_init_from_starts_from_the_pretrained_weights_and_vocabulary(
+    corpus: tuple[Path, Path], tiny_manifest, tmp_path: Path
+) -> None:
+    """train.init_from: a new run starts from another model's weights, normalization statistics and
+    vocabulary (here a superset of its own texts' characters); it then trains on, and a resumed run
+    continues from its own last.pt, not from the pretrained weights again."""
+    train_manifest, dev = corpus
+    pretrained = train(
+        tiny_config(train__max_steps=3, train__max_frames=120), train_manifest, dev, tmp_path / "pre"
+    )
+    source = load_file(tmp_path / "pre" / "model.pt")
+    narrow = tiny_manifest(["one one", "two"], [0.3, 0.35], name="narrow.jsonl", prefix="n")
+    config = tiny_config(
+        train__max_steps=2, train__max_frames=120, train__init_from=str(tmp_path / "pre" / "model.pt")
+    )
+    trainer = Trainer(config, narrow, narrow, tmp_path / "ft", progress=False)
+    assert trainer.vocab.tokens == tuple(source["vocab"]) and len(trainer.vocab.tokens) > 8
+    _assert_same_tensors(trainer.model.state_dict(), source["model"])
+    trainer.fit()
+    tuned = load_file(tmp_path / "ft" / "last.pt")
+    assert any(not torch.equal(tuned["model"][k], v) for k, v in source["model"].items())
+    again = Trainer(config, narrow, narrow, tmp_path / "ft", resume=True, progress=False)
+    _assert_same_tensors(again.model.state_dict(), tuned["model"])
+    assert pretrained.steps == 3
+
+
+def test_init_from_refuses_another_front_end_or_shape(corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    train_manifest, dev = corpus
+    train(tiny_config(train__max_steps=1, train__max_frames=120), train_manifest, dev, tmp_path / "pre")
+    model = str(tmp_path / "pre" / "model.pt")
+    other_mels = tiny_config(train__init_from=model, features__n_mels=24, model__normalization="utterance")
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.pt: cannot initialize .*features\.n_mels is 24 here, 20 there; "
+        r"model\.normalization is 'utterance' here, 'global' there",
+    ):
+        Trainer(other_mels, train_manifest, dev, tmp_path / "a", progress=False)
+    wider = tiny_config(train__init_from=model, model__encoder_hidden=48)
+    with pytest.raises(
+        CheckpointError, match=r"model\.pt: its weights do not fit this config's model \(.*encoder"
+    ):
+        Trainer(wider, train_manifest, dev, tmp_path / "b", progress=False)
+    with pytest.raises(CheckpointError, match="no such file"):
+        Trainer(tiny_config(train__init_from=str(tmp_path / "none.pt")), train_manifest, dev, tmp_path / "c")
 
 
 def test_vocabulary_follows_the_text_config(tiny_manifest, tmp_path: Path) -> None:
