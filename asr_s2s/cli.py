@@ -51,7 +51,12 @@ def _add_search(p: argparse.ArgumentParser, chunking: bool = False) -> None:
             help="longest piece decoded at once, split at silences (default: decode.max_chunk_seconds)",
         )
     p.add_argument("--ctc-weight", type=float, help="weight of the CTC prefix scores in beam search, 0 to 1")
-    p.add_argument("--lm", type=Path, help="character LM (asr-s2s train-lm) for shallow fusion")
+    p.add_argument(
+        "--lm",
+        type=Path,
+        help="LM for shallow fusion: a character LM (asr-s2s train-lm) or a word list with counts "
+        "('word count' per line: a unigram word LM; decode.oov_penalty per unlisted word)",
+    )
     p.add_argument("--lm-weight", type=float, help="weight of the LM's log-probabilities (with --lm)")
     p.add_argument("--length-bonus", type=float, help="score added per output character")
 

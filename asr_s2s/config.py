@@ -187,6 +187,7 @@ class DecodeConfig:
     max_chunk_seconds: float = 20.0
     ctc_weight: float = 0.0
     lm_weight: float = 0.0
+    oov_penalty: float = 10.0  # a word LM (--lm WORDS.txt): nats for a word outside its list
     length_bonus: float = 0.0
     # The CTC head's best path (argmax per frame, repeats merged, blanks dropped), as CTC toolkits
     # decode greedily: no decoder, no beam; the other search settings are ignored.

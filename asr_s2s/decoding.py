@@ -11,8 +11,9 @@ from asr_s2s.config import DecodeConfig
 from asr_s2s.errors import ConfigError
 from asr_s2s.lm import CharLM
 from asr_s2s.model import EncoderOutput, Seq2Seq
-from asr_s2s.scorers import CTCPrefixScorer, DecoderScorer, LMScorer, Scorer
+from asr_s2s.scorers import CTCPrefixScorer, DecoderScorer, LMScorer, Scorer, WordLMScorer
 from asr_s2s.text import Vocabulary
+from asr_s2s.word_lm import WordLM
 
 
 def max_output_lengths(enc_lengths: torch.Tensor, cfg: DecodeConfig) -> torch.Tensor:
@@ -91,7 +92,7 @@ def beam_search(
     feats: torch.Tensor,
     lengths: torch.Tensor,
     cfg: DecodeConfig | None = None,
-    lm: CharLM | None = None,
+    lm: CharLM | WordLM | None = None,
 ) -> list[list[int]]:
     """Beam search of width ``cfg.beam_size`` for a batch; returns the best hypothesis per utterance.
 
@@ -106,7 +107,7 @@ def beam_search(
     return search(scorers, feats.shape[0], max_output_lengths(enc.lengths, cfg).tolist(), cfg)
 
 
-def check_search(model: Seq2Seq, cfg: DecodeConfig, lm: CharLM | None = None) -> None:
+def check_search(model: Seq2Seq, cfg: DecodeConfig, lm: CharLM | WordLM | None = None) -> None:
     """Raise :class:`ConfigError` for search settings that cannot run: a CTC weight outside [0, 1] or
     without a CTC head, an LM weight without an LM, an LM over another vocabulary, or an LM given
     with ``lm_weight`` 0 (it would be ignored)."""
@@ -131,7 +132,7 @@ def check_search(model: Seq2Seq, cfg: DecodeConfig, lm: CharLM | None = None) ->
 
 
 def weighted_scorers(
-    model: Seq2Seq, enc: EncoderOutput, cfg: DecodeConfig, lm: CharLM | None = None
+    model: Seq2Seq, enc: EncoderOutput, cfg: DecodeConfig, lm: CharLM | WordLM | None = None
 ) -> list[tuple[float, Scorer]]:
     """The scorers with a nonzero weight: decoder ``1 - cfg.ctc_weight``, the CTC head's prefix
     scores ``cfg.ctc_weight``, ``lm`` with ``cfg.lm_weight`` (checked by :func:`check_search`)."""
@@ -141,7 +142,10 @@ def weighted_scorers(
         scorers.append((1.0 - cfg.ctc_weight, DecoderScorer(model, enc)))
     if cfg.ctc_weight > 0.0:
         scorers.append((cfg.ctc_weight, CTCPrefixScorer.from_model(model, enc)))
-    if cfg.lm_weight != 0.0 and lm is not None:
+    if cfg.lm_weight != 0.0 and isinstance(lm, WordLM):
+        batch, device = enc.outputs.shape[0], enc.outputs.device
+        scorers.append((cfg.lm_weight, WordLMScorer(lm, batch, device, cfg.oov_penalty)))
+    elif cfg.lm_weight != 0.0 and lm is not None:
         scorers.append((cfg.lm_weight, LMScorer(lm, enc.outputs.shape[0], enc.outputs.device)))
     return scorers
 
@@ -249,7 +253,7 @@ def _device(scorers: list[tuple[float, Scorer]]) -> torch.device:
             return scorer.enc.outputs.device
         if isinstance(scorer, CTCPrefixScorer):
             return scorer.x.device
-        if isinstance(scorer, LMScorer):
+        if isinstance(scorer, LMScorer | WordLMScorer) or hasattr(scorer, "device"):
             return scorer.device
     raise ValueError("search needs at least one scorer")
 
@@ -264,7 +268,7 @@ def decode(
     feats: torch.Tensor,
     lengths: torch.Tensor,
     cfg: DecodeConfig | None = None,
-    lm: CharLM | None = None,
+    lm: CharLM | WordLM | None = None,
 ) -> list[list[int]]:
     """The CTC head's best path with ``ctc_greedy``; greedy search for ``beam_size == 1`` with the
     decoder alone; beam search otherwise."""

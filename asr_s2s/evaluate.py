@@ -362,6 +362,7 @@ def evaluate_manifest(
         "ctc_weight": transcriber.config.decode.ctc_weight,
         "lm": transcriber.lm_path,
         "lm_weight": transcriber.config.decode.lm_weight,
+        "oov_penalty": transcriber.config.decode.oov_penalty,
         "length_bonus": transcriber.config.decode.length_bonus,
         "audio_seconds": round(decoded.audio_seconds, 3),
         "decode_seconds": round(decoded.decode_seconds, 3),

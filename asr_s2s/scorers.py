@@ -1,4 +1,4 @@
-"""Scorers for beam search: the attention decoder, CTC prefix scores and a character LM.
+"""Scorers for beam search: the attention decoder, CTC prefix scores, a character LM and a word LM.
 
 Every scorer scores the next token of all live hypotheses at once. Hypotheses are rows of a batch
 ``(batch * beam,)`` grouped by utterance: rows ``b*beam .. b*beam+beam-1`` belong to utterance ``b``
@@ -22,6 +22,7 @@ import torch
 
 from asr_s2s.model import DecoderState, EncoderOutput, Seq2Seq
 from asr_s2s.text import Vocabulary
+from asr_s2s.word_lm import WordLM
 
 
 class Scorer(Protocol):
@@ -180,3 +181,24 @@ class LMScorer:
     def select(self, pending: Any, index: torch.Tensor, tokens: torch.Tensor) -> Any:
         h, c = pending
         return h.index_select(1, index), c.index_select(1, index)
+
+
+class WordLMScorer:
+    """A unigram word LM's per-character look-ahead scores (:class:`asr_s2s.word_lm.WordLM`); the
+    state is each hypothesis's node in the word list's prefix tree ``(rows,)``."""
+
+    def __init__(self, lm: WordLM, batch: int, device: torch.device, oov_penalty: float) -> None:
+        self.lm = lm.to(device)
+        self.batch = batch
+        self.device = device
+        self.oov_penalty = oov_penalty
+
+    def start(self, beam: int) -> torch.Tensor:
+        return torch.zeros(self.batch * beam, dtype=torch.long, device=self.device)
+
+    def score(self, state: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        leaves = self.lm.leaves.index_select(0, state)
+        return self.lm.delta.index_select(0, state) - self.oov_penalty * leaves, state
+
+    def select(self, pending: torch.Tensor, index: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.lm.next[pending.index_select(0, index), tokens].long()

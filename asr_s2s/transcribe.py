@@ -34,6 +34,7 @@ from asr_s2s.lm import CharLM, load_lm
 from asr_s2s.model import Seq2Seq
 from asr_s2s.segment import SilenceSplitter
 from asr_s2s.text import Vocabulary
+from asr_s2s.word_lm import WordLM, is_word_list
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,21 @@ class _Failed:
 _Event = _Start | _Chunk | _End | _Failed
 
 
+def read_lm(path: str | Path, device: torch.device, vocab: Vocabulary) -> CharLM | WordLM:
+    """The LM file of ``--lm``: a character LM (``asr-s2s train-lm``) or a ``word count`` list."""
+    if Path(path).is_file() and is_word_list(path):
+        return WordLM.from_file(path, vocab)
+    return load_lm(path, device, vocab=vocab).lm
+
+
 class Transcriber:
     """A loaded model with its feature extractor: decodes waveforms, files and long recordings.
 
     ``top_db``: how far below the loudest frame (dB) audio counts as silence when splitting long
     inputs. ``max_chunk_seconds``: the longest chunk decoded at once (at least
     ``MIN_CHUNK_SECONDS``); by default the model's ``decode.max_chunk_seconds``. ``lm``: a character
-    LM (file or :class:`asr_s2s.lm.CharLM`) for shallow fusion; ``ctc_weight``, ``lm_weight`` and
+    LM (file or :class:`asr_s2s.lm.CharLM`) or a word list with counts (file or
+    :class:`asr_s2s.word_lm.WordLM`) for shallow fusion; ``ctc_weight``, ``lm_weight`` and
     ``length_bonus`` replace the model's ``decode`` values when given (see :mod:`asr_s2s.decoding`).
     """
 
@@ -124,7 +133,7 @@ class Transcriber:
         top_db: float = 40.0,
         max_chunk_seconds: float | None = None,
         model_path: str | Path | None = None,
-        lm: str | Path | CharLM | None = None,
+        lm: str | Path | CharLM | WordLM | None = None,
         ctc_weight: float | None = None,
         lm_weight: float | None = None,
         length_bonus: float | None = None,
@@ -149,7 +158,7 @@ class Transcriber:
         self.model_path = None if model_path is None else str(model_path)
         self.lm_path = str(lm) if isinstance(lm, str | Path) else None
         if isinstance(lm, str | Path):
-            lm = load_lm(lm, self.device, vocab=self.vocab).lm
+            lm = read_lm(lm, self.device, self.vocab)
         self.lm = None if lm is None else lm.to(self.device).eval()
         check_search(self.model, self.config.decode, self.lm)
 
@@ -267,9 +276,7 @@ class Transcriber:
             except AsrError as err:
                 yield _Failed(i, err)
 
-    def _decoded(
-        self, events: Iterable[_Event], beam_size: int, size: int
-    ) -> Iterator[tuple[_Event, str]]:
+    def _decoded(self, events: Iterable[_Event], beam_size: int, size: int) -> Iterator[tuple[_Event, str]]:
         # Stage 2: a window of events is held at a time, long enough to sort its chunks into batches
         # of similar length, short enough to bound memory; the events come out in order, each chunk
         # with its text (other events with "").
