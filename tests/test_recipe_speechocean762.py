@@ -144,3 +144,20 @@ def test_timeline_reads_dev_scores_and_times_the_target(tmp_path: Path) -> None:
     assert timeline.time_to_target(points, 0.1, 0.1) is None
     assert timeline.main([str(tmp_path), "--json", str(tmp_path / "t.json")]) == 0
     assert json.loads((tmp_path / "t.json").read_text())["target"]["step"] == 400
+
+
+def test_word_list_mixes_general_english_with_training_words(tmp_path: Path, monkeypatch) -> None:
+    words = _recipe_module("word_list")
+    monkeypatch.setattr(words, "general_english", lambda top: {"the": 0.75, "cat": 0.25})
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text(
+        "".join(
+            json.dumps({"audio_filepath": "a.wav", "duration": 1.0, "text": t}) + "\n"
+            for t in ["THE Dog", "the"]
+        )
+    )
+    out = tmp_path / "words.txt"
+    words.main(["--out", str(out), "--manifest", str(manifest), "--manifest-weight", "0.5"])
+    counts = {w: int(c) for w, c in (line.split() for line in out.read_text().splitlines())}
+    # 0.5 * general + 0.5 * the manifest's own word frequencies (the 2/3, dog 1/3), in 1e9ths.
+    assert counts == {"the": round((0.75 / 2 + 1 / 3) * 1e9), "cat": 125_000_000, "dog": round(1e9 / 6)}
