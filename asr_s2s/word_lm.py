@@ -32,7 +32,10 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 
 def is_word_list(path: str | Path) -> bool:
-    """Whether ``path`` is a word-count text file rather than a saved character LM."""
+    """Whether ``path`` is a word-count text file rather than a saved character LM (a torch file:
+    named ``.pt``/``.pth``/``.ckpt``, or a zip archive by its first bytes)."""
+    if Path(path).suffix.lower() in (".pt", ".pth", ".ckpt"):
+        return False
     with open(path, "rb") as handle:
         return handle.read(4) != _ZIP_MAGIC
 

@@ -149,6 +149,8 @@ def test_transcriber_reads_a_word_list_as_lm(tmp_path: Path, tiny_model_path: Pa
     lm = read_lm(words, torch.device("cpu"), vocab)
     assert isinstance(lm, WordLM) and lm.words == 3
     assert not is_word_list(tiny_model_path)  # a torch.save archive
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    assert not is_word_list(tmp_path / "junk.pt")  # read (and refused) as a character LM
     config.decode.beam_size = 3
     transcriber = Transcriber(ModelBundle(model, config, vocab), device="cpu", lm=words, lm_weight=5.0)
     assert isinstance(transcriber.lm, WordLM)
