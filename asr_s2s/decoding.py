@@ -142,11 +142,12 @@ def weighted_scorers(
         scorers.append((1.0 - cfg.ctc_weight, DecoderScorer(model, enc)))
     if cfg.ctc_weight > 0.0:
         scorers.append((cfg.ctc_weight, CTCPrefixScorer.from_model(model, enc)))
-    if cfg.lm_weight != 0.0 and isinstance(lm, WordLM):
+    if cfg.lm_weight != 0.0 and lm is not None:
         batch, device = enc.outputs.shape[0], enc.outputs.device
-        scorers.append((cfg.lm_weight, WordLMScorer(lm, batch, device, cfg.oov_penalty)))
-    elif cfg.lm_weight != 0.0 and lm is not None:
-        scorers.append((cfg.lm_weight, LMScorer(lm, enc.outputs.shape[0], enc.outputs.device)))
+        if isinstance(lm, WordLM):
+            scorers.append((cfg.lm_weight, WordLMScorer(lm, batch, device, cfg.oov_penalty)))
+        else:
+            scorers.append((cfg.lm_weight, LMScorer(lm, batch, device)))
     return scorers
 
 
@@ -253,7 +254,7 @@ def _device(scorers: list[tuple[float, Scorer]]) -> torch.device:
             return scorer.enc.outputs.device
         if isinstance(scorer, CTCPrefixScorer):
             return scorer.x.device
-        if isinstance(scorer, LMScorer | WordLMScorer) or hasattr(scorer, "device"):
+        if hasattr(scorer, "device"):  # the LM scorers
             return scorer.device
     raise ValueError("search needs at least one scorer")
 

@@ -276,7 +276,9 @@ class Transcriber:
             except AsrError as err:
                 yield _Failed(i, err)
 
-    def _decoded(self, events: Iterable[_Event], beam_size: int, size: int) -> Iterator[tuple[_Event, str]]:
+    def _decoded(
+        self, events: Iterable[_Event], beam_size: int, size: int
+    ) -> Iterator[tuple[_Event, str]]:
         # Stage 2: a window of events is held at a time, long enough to sort its chunks into batches
         # of similar length, short enough to bound memory; the events come out in order, each chunk
         # with its text (other events with "").
