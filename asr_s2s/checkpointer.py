@@ -23,7 +23,7 @@ from asr_s2s.checkpoint import (
     set_rng_state,
 )
 from asr_s2s.config import Config
-from asr_s2s.distributed import Process, gather_to_main
+from asr_s2s.distributed import Process, barrier, gather_to_main
 from asr_s2s.errors import CheckpointError
 from asr_s2s.fileio import atomic_write
 from asr_s2s.model import Seq2Seq
@@ -86,11 +86,13 @@ class Checkpointer:
         """Write ``last.pt``: the model bundle, ``state`` (optimizer, counters, ...) and every rank's
         RNG states (``rng_per_rank``; ``rng`` is rank 0's). Every rank must call it."""
         rngs = gather_to_main(rng_state(), self.dist)
-        if rngs is None:
-            return
-        payload = bundle_payload(model, config, vocab, kind="checkpoint")
-        payload.update(state, rng=rngs[0], rng_per_rank=rngs)
-        atomic_save(payload, self.last_path)
+        if rngs is not None:
+            payload = bundle_payload(model, config, vocab, kind="checkpoint")
+            payload.update(state, rng=rngs[0], rng_per_rank=rngs)
+            atomic_save(payload, self.last_path)
+        # No rank goes on (or exits, after a SIGTERM) before the checkpoint is on disk: a gloo peer
+        # that closes its connection while another rank still works can abort that rank.
+        barrier(self.dist)
 
     def restore_rng(self, payload: dict[str, Any]) -> None:
         """Continue this rank's random streams (SpecAugment, dropout) from ``payload``.

@@ -57,6 +57,12 @@ def any_rank(flag: bool, info: Process, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
+def barrier(info: Process) -> None:
+    """Return once every rank has called it (at once without torchrun)."""
+    if info.world > 1:
+        dist.barrier()
+
+
 def gather_to_main(obj: Any, info: Process) -> list[Any] | None:
     """Every rank's ``obj`` in rank order on rank 0, ``None`` on the others (all ranks must call it)."""
     if info.world == 1:

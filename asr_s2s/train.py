@@ -29,7 +29,7 @@ from asr_s2s.checkpointer import Checkpointer
 from asr_s2s.config import Config
 from asr_s2s.data import Batch, BucketBatchSampler, num_frames
 from asr_s2s.decoding import decode
-from asr_s2s.distributed import any_rank, init_distributed
+from asr_s2s.distributed import any_rank, from_main, init_distributed
 from asr_s2s.errors import AsrError, TrainingError
 from asr_s2s.evaluate import decode_dataset, score
 from asr_s2s.features import SpecAugment
@@ -359,7 +359,7 @@ class Trainer:
                 handlers[sig] = signal.signal(sig, self._request_stop)
         try:
             self._fit(stop_after_steps)
-            model_path = self._finish() if self.dist.main else self.out / "model.pt"
+            model_path = from_main(self._finish, self.dist)  # every rank waits for model.pt
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)

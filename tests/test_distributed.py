@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asr_s2s.distributed import Process, any_rank, from_main, gather_to_main, init_distributed
+from asr_s2s.distributed import Process, any_rank, barrier, from_main, gather_to_main, init_distributed
 from asr_s2s.errors import TrainingError
 
 
@@ -36,6 +36,10 @@ def test_gather_to_main_in_one_process() -> None:
     assert gather_to_main({"a": 1}, Process()) == [{"a": 1}]
 
 
+def test_barrier_in_one_process() -> None:
+    barrier(Process())  # returns at once, with no process group
+
+
 def test_from_main_in_one_process() -> None:
     assert from_main(lambda: {"mean": 1.0}, Process()) == {"mean": 1.0}
 
@@ -47,9 +51,10 @@ def test_from_main_in_one_process() -> None:
 
 
 FROM_MAIN_SCRIPT = """
-import sys
+import time
+from pathlib import Path
 import torch
-from asr_s2s.distributed import from_main, init_distributed
+from asr_s2s.distributed import barrier, from_main, init_distributed
 from asr_s2s.errors import TrainingError
 
 info, device = init_distributed("cpu")
@@ -63,14 +68,19 @@ def fail():
     raise TrainingError("none readable")
 try:
     from_main(fail, info)
-except TrainingError as err:
-    print(f"rank {info.rank}: {err}")
+except TrainingError as err:  # one file per rank: two ranks' prints can interleave on a shared pipe
+    Path(f"rank{info.rank}.txt").write_text(f"rank {info.rank}: {err}")
+if info.main:  # rank 1 must not get past the barrier before rank 0's late file exists
+    time.sleep(1.0)
+    Path("late.txt").write_text("written")
+barrier(info)
+assert Path("late.txt").read_text() == "written"
 torch.distributed.destroy_process_group()
 """
 
 
 @pytest.mark.slow
-def test_from_main_computes_once_and_shares_results_and_errors(tmp_path) -> None:
+def test_from_main_and_barrier_across_two_processes(tmp_path) -> None:
     import os
     import subprocess
     import sys
@@ -84,4 +94,5 @@ def test_from_main_computes_once_and_shares_results_and_errors(tmp_path) -> None
         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(proc.stdout.split("\n")[:-1]) == ["rank 0: none readable", "rank 1: none readable"]
+    got = [(tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)]
+    assert got == ["rank 0: none readable", "rank 1: none readable"]

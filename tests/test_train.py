@@ -481,7 +481,8 @@ def test_ddp_resume_continues_every_rank_exactly(corpus: tuple[Path, Path], tmp_
     )  # fmt: skip
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     straight.mkdir(), stopped.mkdir()
-    assert _torchrun(straight, config, train_manifest, dev).returncode == 0
+    proc = _torchrun(straight, config, train_manifest, dev)
+    assert proc.returncode == 0, proc.stderr[-4000:]
     proc = _torchrun(stopped, config, train_manifest, dev, SIGTERM_AT_STEP="2")
     assert proc.returncode == 0 and (stopped / "exp" / "interrupted1").read_text() == "2", proc.stderr[-4000:]
     rngs = load_file(stopped / "exp" / "last.pt")["rng_per_rank"]
